@@ -1,0 +1,127 @@
+"""The command line: LightningCLI with the project's defaults, short Trainer flags and one-line errors.
+
+``scripts/fit.py ARGS`` is ``LightningCLI``'s ``fit ARGS`` and ``scripts/test.py ARGS`` its ``test ARGS``,
+so every LightningCLI feature (dotted overrides, ``--config``, ``--print_config``) works as documented.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lit_cifar.data import CIFAR10DataModule
+from lit_cifar.errors import UserError
+from lit_cifar.module import CIFARClassifier
+
+# Trainer flags common enough to deserve a short form: `--accelerator gpu` as well as `--trainer.accelerator gpu`.
+SHORT_TRAINER_FLAGS = ("accelerator", "devices", "max_epochs", "precision")
+# Values of --ckpt_path that Lightning resolves itself rather than reading a file.
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+DEBUG_ENV = "LIT_CIFAR_DEBUG"
+
+
+class CifarCLI(LightningCLI):
+    """LightningCLI for CIFARClassifier and CIFAR10DataModule with this project's settings."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            CIFARClassifier,
+            CIFAR10DataModule,
+            args=args,
+            run=run,
+            # A fixed default seed: two runs that differ in one flag differ only by that flag.
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            # The optimizer and scheduler are the model's own (typed) arguments: --model.optimizer.
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        trainer_params = inspect.signature(Trainer.__init__).parameters
+        for flag in SHORT_TRAINER_FLAGS:
+            # A plain argument copied into the trainer group before instantiation, not a link: jsonargparse
+            # refuses a linked target on the command line, and both spellings must keep working.
+            parser.add_argument(
+                f"--{flag}", type=Optional[trainer_params[flag].annotation], default=None,
+                help=f"Short for --trainer.{flag} (wins over it when both are given).",
+            )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "trainer.max_epochs": 20,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
+                    "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
+                },
+                "checkpoint.monitor": "Accuracy/val",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:02d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # The scripts pass the subcommand in `args` while the rest comes from sys.argv; LightningCLI would
+        # warn about the mix, which is intended here.
+        self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
+        for flag in SHORT_TRAINER_FLAGS:
+            if config[flag] is not None:
+                config.trainer[flag] = config[flag]
+        accelerator = config.trainer.accelerator
+        if isinstance(accelerator, str) and accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise UserError(
+                f"--accelerator {accelerator} was given but no GPU was found (torch.cuda.is_available() is False); "
+                "leave it out to train on the CPU"
+            )
+        ckpt_path = config.get("ckpt_path")
+        if self.subcommand == "test" and not ckpt_path:
+            raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. lightning_logs/version_0/checkpoints/last.ckpt")
+        if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not Path(ckpt_path).is_file():
+            raise UserError(f"--ckpt_path {ckpt_path}: no such file")
+
+
+def quiet_startup() -> None:
+    """Drop Lightning's advertising and the warnings that do not apply to this project."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "💡 Tip" not in record.getMessage()
+    )
+    # Batches are gathered from tensors in memory; worker processes would only add copies.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers")
+    # Metrics are logged per epoch, so Lightning's per-step logging interval does not matter.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def main(subcommand: str, args: list[str] | None = None) -> None:
+    """Run one LightningCLI subcommand; a UserError ends it with a one-line message and exit status 2."""
+    quiet_startup()
+    if subcommand != "fit":
+        # Evaluation restores a checkpoint into a new log folder; the checkpoint callback's bookkeeping is irrelevant.
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
+    args = sys.argv[1:] if args is None else args
+    try:
+        CifarCLI(args=[subcommand, *args])
+    except (UserError, MisconfigurationException) as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        print(f"(set {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+

@@ -1,0 +1,129 @@
+"""CIFAR-10 as a LightningDataModule: where the data comes from, the splits, batches and augmentation.
+
+The whole data set fits in memory as uint8 (180 MB), so batches are cut from tensors by index,
+with no per-image Python and no worker processes, and the seed's augmentation runs on the batch
+after it reaches the device (``on_after_batch_transfer``, Lightning's hook for this).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_cifar import sources
+from lit_cifar.augment import normalize, seed_augment
+from lit_cifar.errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class ShuffledOrder:
+    """A new permutation every epoch that is a pure function of (seed, epoch), so any epoch can be replayed.
+
+    Lightning calls ``set_epoch`` on a loader's ``sampler`` before each epoch.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self) -> torch.Tensor:
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+
+class TensorBatches:
+    """Batches cut from in-memory tensors: a gather per batch when shuffled, a view per batch when not.
+
+    Lightning reads a loader's ``sampler`` and ``batch_sampler`` as a DataLoader's: the sampler gets ``set_epoch``.
+    """
+
+    batch_sampler = None
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: ShuffledOrder | None):
+        self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        order = self.sampler.permutation() if self.sampler is not None else None
+        for start in range(0, len(self.labels), self.batch_size):
+            index = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 with a seeded train/validation split of the training set; the official test split stays for ``test``.
+
+    Args:
+        data_dir: Where CIFAR-10 is (any layout in ``lit_cifar.sources.ACCEPTED_LAYOUTS``) or is downloaded to.
+        batch_size: Training batch size (the seed's 32).
+        eval_batch_size: Batch size for validation and test; it changes speed, not results.
+        val_size: Training images held out for validation (CIFAR-10 has 50,000).
+        split_seed: Seed of the train/validation split, fixed apart from the training seed so runs compare on one split.
+        augment: The seed's flip, rotation, shear and scale on training batches; evaluation only normalises.
+        download: Download the official archive when ``data_dir`` holds no CIFAR-10.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 32,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        augment: bool = True,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        for flag, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
+            if value < 1:
+                raise ConfigError(f"--data.{flag} must be at least 1, got {value}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        self.split_seed, self.augment, self.download = split_seed, augment, download
+        self.splits: dict[str, Batch] = {}
+
+    def prepare_data(self) -> None:
+        sources.prepare(self.data_dir, download=self.download)
+
+    def setup(self, stage: str) -> None:
+        if self.splits:
+            return
+        data = sources.load(self.data_dir)
+        size = len(data.train_labels)
+        if self.val_size >= size:
+            raise ConfigError(
+                f"--data.val_size {self.val_size} leaves nothing to train on: {self.data_dir} has {size} training images"
+            )
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
+        self.splits = {
+            "train": (data.train_images[train], data.train_labels[train]),
+            "val": (data.train_images[val], data.train_labels[val]),
+            "test": (data.test_images, data.test_labels),
+        }
+
+    def train_dataloader(self) -> TensorBatches:
+        images, labels = self.splits["train"]
+        # The shuffle seed comes from the global RNG, so --seed_everything fixes the data order too.
+        seed = int(torch.randint(2**62, ()).item())
+        return TensorBatches(images, labels, self.batch_size, ShuffledOrder(len(labels), seed))
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["val"], self.eval_batch_size, sampler=None)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["test"], self.eval_batch_size, sampler=None)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            images = seed_augment(images)
+        return normalize(images), labels

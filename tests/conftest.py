@@ -1,0 +1,80 @@
+"""Tests run on the CPU, offline, on tiny CIFAR-10 look-alikes written in the real on-disk formats."""
+
+import os
+
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a machine with a GPU: results must not depend on it
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lit_cifar.sources import ARCHIVE, CLASSES, PYTHON_DIR, TEST_BATCH, TRAIN_BATCHES
+
+TRAIN_PER_CLASS = 6  # 60 training images: 12 per python batch
+TEST_PER_CLASS = 2
+
+
+def tiny_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random images (N, 3, 32, 32) with labels 0..9 repeating, so every class is present."""
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.arange(len(CLASSES)), per_class)
+    return rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8), labels
+
+
+@pytest.fixture
+def tiny_cifar():
+    return tiny_split(TRAIN_PER_CLASS, seed=1) + tiny_split(TEST_PER_CLASS, seed=2)
+
+
+def batch_bytes(images: np.ndarray, labels: np.ndarray) -> bytes:
+    # The real batches are protocol-2 pickles of {"data": uint8 rows of 3072, "labels": [int]}.
+    return pickle.dumps({"data": images.reshape(len(images), -1), "labels": labels.tolist()}, protocol=2)
+
+
+def python_batches(train_images, train_labels, test_images, test_labels) -> dict[str, bytes]:
+    chunks = zip(np.array_split(train_images, len(TRAIN_BATCHES)), np.array_split(train_labels, len(TRAIN_BATCHES)))
+    batches = {name: batch_bytes(*chunk) for name, chunk in zip(TRAIN_BATCHES, chunks)}
+    batches[TEST_BATCH] = batch_bytes(test_images, test_labels)
+    batches["batches.meta"] = pickle.dumps({"label_names": list(CLASSES)}, protocol=2)
+    return batches
+
+
+def write_python_dir(data_dir: Path, data) -> Path:
+    folder = data_dir / PYTHON_DIR
+    folder.mkdir(parents=True)
+    for name, content in python_batches(*data).items():
+        (folder / name).write_bytes(content)
+    return data_dir
+
+
+def write_archive(data_dir: Path, data) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(data_dir / ARCHIVE, "w:gz") as archive:
+        for name, content in python_batches(*data).items():
+            info = tarfile.TarInfo(f"{PYTHON_DIR}/{name}")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return data_dir
+
+
+def write_image_folder(data_dir: Path, data, suffix: str = ".png") -> Path:
+    train_images, train_labels, test_images, test_labels = data
+    for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            path = data_dir / split / CLASSES[label] / f"{i:04d}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(path)
+    return data_dir
+
+
+WRITERS = {"python": write_python_dir, "archive": write_archive, "png": write_image_folder}
+
+
+@pytest.fixture
+def python_data_dir(tmp_path, tiny_cifar) -> Path:
+    return write_python_dir(tmp_path / "data", tiny_cifar)

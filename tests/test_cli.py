@@ -1,0 +1,136 @@
+"""The command line as a user runs it: scripts in a subprocess, parsing in-process where that is enough."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_cifar.cli import CifarCLI, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data.val_size", "10", "--data.batch_size", "16", "--data.download", "false"]
+
+
+def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_fit_then_test_write_the_seeds_tags_per_epoch_and_checkpoints(python_data_dir, tmp_path):
+    fit = run_script("fit.py", "--data.data_dir", str(python_data_dir), "--max_epochs", "2", *TINY, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    assert "Tip" not in fit.stdout + fit.stderr and "Warning" not in fit.stderr
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    tags = scalar_tags(run_dir)
+    for tag in ("Loss/train", "Accuracy/train", "Loss/val", "Accuracy/val"):
+        assert [step for step, _ in tags[tag]] == [0, 1], tag  # once per epoch, the epoch as x-axis
+    assert "hp_metric" not in tags
+    checkpoints = {path.name for path in (run_dir / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    test = run_script("test.py", "--ckpt_path", str(last), "--data.data_dir", str(python_data_dir), *TINY, cwd=tmp_path)
+    assert test.returncode == 0, test.stderr
+    test_tags = scalar_tags(tmp_path / "lightning_logs" / "version_1")
+    assert {"Loss/test", "Accuracy/test"} <= set(test_tags)
+    assert 0 <= test_tags["Accuracy/test"][0][1] <= 1
+
+    # A second run in the same folder gets its own version and finishes.
+    again = run_script("fit.py", "--data.data_dir", str(python_data_dir), "--max_epochs", "1", *TINY, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "lightning_logs" / "version_2" / "checkpoints" / "last.ckpt").is_file()
+
+
+def parse(*args: str) -> CifarCLI:
+    return CifarCLI(args=list(args), run=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], {"max_epochs": 20, "precision": "32-true"}),
+        (["--max_epochs", "3", "--precision", "bf16-mixed"], {"max_epochs": 3, "precision": "bf16-mixed"}),
+        (["--trainer.max_epochs", "4", "--trainer.precision", "bf16-mixed"], {"max_epochs": 4, "precision": "bf16-mixed"}),
+        (["--trainer.max_epochs", "4", "--max_epochs", "5"], {"max_epochs": 5}),
+    ],
+)
+def test_short_and_dotted_trainer_flags_reach_the_trainer(args, expected):
+    trainer = parse(*args).trainer
+    assert trainer.max_epochs == expected["max_epochs"]
+    if "precision" in expected:
+        assert trainer.precision == expected["precision"]
+
+
+def test_short_accelerator_and_devices_reach_the_trainer():
+    for args in (["--accelerator", "cpu", "--devices", "1"], ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]):
+        trainer = parse(*args).trainer
+        assert type(trainer.accelerator).__name__ == "CPUAccelerator" and trainer.num_devices == 1
+
+
+def test_defaults_are_the_seeds_recipe():
+    cli = parse()
+    assert cli.datamodule.batch_size == 32 and cli.datamodule.augment
+    assert cli.trainer.max_epochs == 20
+    assert cli.model.configure_optimizers().defaults["lr"] == 1e-3
+
+
+def test_a_config_file_and_print_config(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"max_epochs": 7}, "model": {"regularization": "l1"}}))
+    cli = parse("--config", str(config))
+    assert cli.trainer.max_epochs == 7 and cli.model.regularization == "l1"
+    with pytest.raises(SystemExit) as exit_:
+        main("fit", ["--config", str(config), "--print_config"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["max_epochs"] == 7 and printed["model"]["regularization"] == "l1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.regularization", "l3"], "model.regularization"),
+        (["--model.reg_lambda", "-1"], "--model.reg_lambda must be at least 0"),
+        (["--model.l1_ratio", "1.5"], r"--model.l1_ratio must be in [0, 1]"),
+        (["--model.dropout", "1"], "--model.dropout must be in [0, 1)"),
+        (["--data.batch_size", "0"], "--data.batch_size must be at least 1"),
+        (["--accelerator", "gpu"], "no GPU was found"),
+        (["--trainer.accelerator", "gpu"], "no GPU was found"),
+    ],
+)
+def test_bad_values_fail_at_once_naming_the_flag(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main("fit", args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [([], "--ckpt_path is required"), (["--ckpt_path", "missing.ckpt"], "missing.ckpt: no such file")]
+)
+def test_test_needs_an_existing_checkpoint(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main("test", args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_no_gpu_case_is_checked_only_without_a_gpu():
+    assert not torch.cuda.is_available()  # conftest hides GPUs, so the GPU error cases above always apply
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_parses(config):
+    cli = parse("--config", str(config))
+    assert cli.trainer.max_epochs >= 1

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from lit_cifar.data import CIFAR10DataModule, ShuffledOrder, TensorBatches
+from lit_cifar.errors import ConfigError
+
+
+def setup_datamodule(data_dir, **kwargs) -> CIFAR10DataModule:
+    datamodule = CIFAR10DataModule(data_dir=str(data_dir), download=False, **kwargs)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_validation_is_a_seeded_part_of_the_training_set_and_test_is_untouched(python_data_dir):
+    datamodule = setup_datamodule(python_data_dir, val_size=10)
+    (train_images, _), (val_images, _) = datamodule.splits["train"], datamodule.splits["val"]
+    assert len(train_images) == 50 and len(val_images) == 10 and len(datamodule.splits["test"][0]) == 20
+    train_rows = {tuple(image.flatten().tolist()) for image in train_images}
+    assert not any(tuple(image.flatten().tolist()) in train_rows for image in val_images)
+    again = setup_datamodule(python_data_dir, val_size=10)
+    assert torch.equal(again.splits["val"][0], val_images)
+    other = setup_datamodule(python_data_dir, val_size=10, split_seed=1)
+    assert not torch.equal(other.splits["val"][0], val_images)
+
+
+def test_training_order_is_a_new_permutation_each_epoch_and_replayable():
+    order = ShuffledOrder(100, seed=3)
+    first = order.permutation()
+    assert sorted(first.tolist()) == list(range(100))
+    order.set_epoch(1)
+    second = order.permutation()
+    assert not torch.equal(first, second)
+    order.set_epoch(0)
+    assert torch.equal(order.permutation(), first)
+
+
+def test_batches_cover_every_image_once():
+    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
+    batches = TensorBatches(images, labels, batch_size=4, sampler=ShuffledOrder(10, seed=0))
+    assert len(batches) == 3
+    seen = torch.cat([batch_labels for _, batch_labels in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert [len(b) for _, b in TensorBatches(images, labels, 4, sampler=None)] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("flag", ["batch_size", "eval_batch_size", "val_size"])
+def test_sizes_below_one_name_their_flag(flag):
+    with pytest.raises(ConfigError, match=f"--data.{flag} must be at least 1, got 0"):
+        CIFAR10DataModule(**{flag: 0})
+
+
+def test_validation_set_larger_than_the_training_set(python_data_dir):
+    with pytest.raises(ConfigError, match="--data.val_size 60 leaves nothing to train on"):
+        setup_datamodule(python_data_dir, val_size=60)

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from lit_cifar.errors import ConfigError
+from lit_cifar.module import CIFARClassifier
+from lit_cifar.networks import SeedCNN
+
+
+def test_seed_cnn_has_the_seeds_layers_and_parameter_count():
+    net = SeedCNN()
+    assert net(torch.zeros(4, 3, 32, 32)).shape == (4, 10)
+    # conv1 896 + conv2 18,496 + fc1 262,208 + fc2 650, as in the seed
+    assert sum(p.numel() for p in net.parameters()) == 282_250
+    assert [name for name, _ in net.named_parameters()] == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+    ]
+
+
+def test_dropout_acts_in_training_only():
+    net = SeedCNN(dropout=0.5)
+    images = torch.randn(2, 3, 32, 32)
+    net.eval()
+    assert torch.equal(net(images), net(images))
+    net.train()
+    assert not torch.equal(net(images), net(images))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dropout": 1.0}, r"--model.dropout must be in \[0, 1\), got 1.0"),
+        ({"dropout": -0.1}, r"--model.dropout must be in \[0, 1\)"),
+        ({"reg_lambda": -1e-4}, "--model.reg_lambda must be at least 0"),
+        ({"l1_ratio": 1.5}, r"--model.l1_ratio must be in \[0, 1\]"),
+        ({"regularization": "l3"}, "--model.regularization must be one of none, l1, l2, elastic_net, got 'l3'"),
+    ],
+)
+def test_bad_hyperparameters_name_their_flag(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        CIFARClassifier(**kwargs)
+
+
+def test_default_optimizer_is_the_seeds_adam():
+    optimizer = CIFARClassifier().configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-3
