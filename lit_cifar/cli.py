@@ -65,6 +65,8 @@ class CifarCLI(LightningCLI):
                     # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
                     "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
                 },
+                # Adam as the seed's (lr 1e-3), with the fused kernel: the same update, 2x cheaper on the CPU.
+                "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "fused": True}},
                 "checkpoint.monitor": "Accuracy/val",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
@@ -72,6 +74,14 @@ class CifarCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        # The checkpoint group's ModelCheckpoint is forced on every run by LightningCLI; leave it out where it
+        # has no job (evaluation) or was switched off (Lightning refuses one with enable_checkpointing=False).
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        wanted = self.subcommand in (None, "fit") and trainer_config.get("enable_checkpointing") is not False
+        callbacks = [self._get(self.config_init, "checkpoint")] if wanted else []
+        return self._instantiate_trainer(trainer_config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # The scripts pass the subcommand in `args` while the rest comes from sys.argv; LightningCLI would
@@ -89,6 +99,10 @@ class CifarCLI(LightningCLI):
                 f"--accelerator {accelerator} was given but no GPU was found (torch.cuda.is_available() is False); "
                 "leave it out to train on the CPU"
             )
+        precision = str(config.trainer.precision)
+        if precision.startswith("16") and not torch.cuda.is_available():
+            # Lightning would quietly switch to bf16; say so instead of training other numerics than asked.
+            raise UserError(f"--precision {precision} needs a GPU; on the CPU use --precision bf16-mixed")
         ckpt_path = config.get("ckpt_path")
         if self.subcommand == "test" and not ckpt_path:
             raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. lightning_logs/version_0/checkpoints/last.ckpt")
@@ -105,6 +119,8 @@ def quiet_startup() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
     # Metrics are logged per epoch, so Lightning's per-step logging interval does not matter.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    # The summary's size estimate in bf16 is off; the parameter counts it prints are right.
+    warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
     # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
@@ -112,9 +128,6 @@ def quiet_startup() -> None:
 def main(subcommand: str, args: list[str] | None = None) -> None:
     """Run one LightningCLI subcommand; a UserError ends it with a one-line message and exit status 2."""
     quiet_startup()
-    if subcommand != "fit":
-        # Evaluation restores a checkpoint into a new log folder; the checkpoint callback's bookkeeping is irrelevant.
-        warnings.filterwarnings("ignore", message="The dirpath has changed from")
     args = sys.argv[1:] if args is None else args
     try:
         CifarCLI(args=[subcommand, *args])

@@ -1,8 +1,9 @@
 """CIFAR-10 as a LightningDataModule: where the data comes from, the splits, batches and augmentation.
 
-The whole data set fits in memory as uint8 (180 MB), so batches are cut from tensors by index,
-with no per-image Python and no worker processes, and the seed's augmentation runs on the batch
-after it reaches the device (``on_after_batch_transfer``, Lightning's hook for this).
+The whole data set fits in memory as uint8 (180 MB), so it is held on the training device (GPU
+memory or RAM) and batches are cut from it by index: no per-image Python, no worker processes, no
+host-to-device copy per batch. The seed's augmentation runs on the batch where it is
+(``on_after_batch_transfer``, Lightning's hook for this), the same code on CPU and GPU.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch.utils.data import SequentialSampler
 
 from lit_cifar import sources
-from lit_cifar.augment import normalize, seed_augment
+from lit_cifar.augment import AugmentBackend, normalize, seed_augmentation
 from lit_cifar.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -33,25 +35,29 @@ class ShuffledOrder:
         self.epoch = epoch
 
     def permutation(self) -> torch.Tensor:
+        # Drawn on the CPU, so the order is the same whatever the device.
         return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
 
 
 class TensorBatches:
     """Batches cut from in-memory tensors: a gather per batch when shuffled, a view per batch when not.
 
-    Lightning reads a loader's ``sampler`` and ``batch_sampler`` as a DataLoader's: the sampler gets ``set_epoch``.
+    Lightning reads a loader's ``sampler`` and ``batch_sampler`` as a DataLoader's: a ShuffledOrder gets
+    ``set_epoch`` before each epoch, and torch's SequentialSampler tells Lightning the order is fixed.
     """
 
     batch_sampler = None
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: ShuffledOrder | None):
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: ShuffledOrder | SequentialSampler
+    ):
         self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __iter__(self):
-        order = self.sampler.permutation() if self.sampler is not None else None
+        order = self.sampler.permutation().to(self.labels.device) if isinstance(self.sampler, ShuffledOrder) else None
         for start in range(0, len(self.labels), self.batch_size):
             index = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
             yield self.images[index], self.labels[index]
@@ -67,6 +73,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         val_size: Training images held out for validation (CIFAR-10 has 50,000).
         split_seed: Seed of the train/validation split, fixed apart from the training seed so runs compare on one split.
         augment: The seed's flip, rotation, shear and scale on training batches; evaluation only normalises.
+        augment_backend: Who applies it: ``tensor`` (this project's batched code, fastest), ``kornia``,
+            or ``torchvision`` (the seed's own transforms image by image: exact, slowest).
         download: Download the official archive when ``data_dir`` holds no CIFAR-10.
     """
 
@@ -78,6 +86,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         val_size: int = 5000,
         split_seed: int = 0,
         augment: bool = True,
+        augment_backend: AugmentBackend = "tensor",
         download: bool = True,
     ) -> None:
         super().__init__()
@@ -87,7 +96,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
-        self.split_seed, self.augment, self.download = split_seed, augment, download
+        self.split_seed, self.download = split_seed, download
+        self.augmentation = seed_augmentation(augment_backend) if augment else None
         self.splits: dict[str, Batch] = {}
 
     def prepare_data(self) -> None:
@@ -104,26 +114,34 @@ class CIFAR10DataModule(L.LightningDataModule):
             )
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
-        self.splits = {
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        splits = {
             "train": (data.train_images[train], data.train_labels[train]),
             "val": (data.train_images[val], data.train_labels[val]),
             "test": (data.test_images, data.test_labels),
         }
+        self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
 
     def train_dataloader(self) -> TensorBatches:
         images, labels = self.splits["train"]
+        if self.trainer is not None and self.trainer.overfit_batches:  # the same batches every epoch
+            return self._in_order(images, labels, self.batch_size)
         # The shuffle seed comes from the global RNG, so --seed_everything fixes the data order too.
         seed = int(torch.randint(2**62, ()).item())
         return TensorBatches(images, labels, self.batch_size, ShuffledOrder(len(labels), seed))
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["val"], self.eval_batch_size, sampler=None)
+        return self._in_order(*self.splits["val"], self.eval_batch_size)
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["test"], self.eval_batch_size, sampler=None)
+        return self._in_order(*self.splits["test"], self.eval_batch_size)
+
+    @staticmethod
+    def _in_order(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> TensorBatches:
+        return TensorBatches(images, labels, batch_size, SequentialSampler(range(len(labels))))
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
-        if self.augment and self.trainer is not None and self.trainer.training:
-            images = seed_augment(images)
+        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+            images = self.augmentation(images)
         return normalize(images), labels

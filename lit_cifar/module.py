@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Literal, get_args
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_cifar.errors import ConfigError
@@ -29,8 +31,16 @@ class CIFARClassifier(L.LightningModule):
         regularization: Weight penalty added to the loss: none, l1 (lasso), l2 (ridge) or elastic_net.
         reg_lambda: Strength λ of the penalty.
         l1_ratio: Elastic net's share of L1: λ·(ratio·L1 + (1 − ratio)·L2).
+        label_smoothing: Cross-entropy label smoothing for training (the seed used none); ``Loss/train`` is then
+            the smoothed loss, and validation and test keep the plain cross-entropy.
         optimizer: Built from the parameters; the seed's Adam with lr 1e-3 by default.
         scheduler: Optional learning-rate schedule, stepped once per epoch (ReduceLROnPlateau watches Loss/val).
+            A schedule whose ``total_steps`` is left unset (OneCycleLR) gets the run's number of optimizer
+            steps from the Trainer and is stepped after every batch.
+        channels_last: Keep activations in NHWC layout. Same arithmetic, but the CPU's oneDNN and the
+            GPU's tensor cores run convolutions faster that way (1.4x for an fp32 step on the 2-core CPU).
+        compile_mode: ``torch.compile`` the network with this mode (``default``, ``max-autotune``, or
+            ``reduce-overhead``: CUDA graphs, GPU only); ``none`` runs it eagerly.
     """
 
     def __init__(
@@ -39,8 +49,11 @@ class CIFARClassifier(L.LightningModule):
         regularization: Regularization = "none",
         reg_lambda: float = 1e-4,
         l1_ratio: float = 0.5,
+        label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
+        channels_last: bool = True,
+        compile_mode: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none",
     ) -> None:
         super().__init__()
         if not 0 <= dropout < 1:
@@ -51,17 +64,27 @@ class CIFARClassifier(L.LightningModule):
             raise ConfigError(f"--model.reg_lambda must be at least 0, got {reg_lambda}")
         if not 0 <= l1_ratio <= 1:
             raise ConfigError(f"--model.l1_ratio must be in [0, 1], got {l1_ratio}")
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"--model.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters()
         self.network = SeedCNN(num_classes=len(CLASSES), dropout=dropout)
         self.regularization, self.reg_lambda, self.l1_ratio = regularization, reg_lambda, l1_ratio
+        self.label_smoothing = label_smoothing
         self.optimizer, self.scheduler = optimizer, scheduler
-        # One metric object per stage: sharing one would mix their running counts.
-        self.train_accuracy, self.val_accuracy, self.test_accuracy = (
-            MulticlassAccuracy(num_classes=len(CLASSES), average="micro") for _ in range(3)
-        )
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.network.to(memory_format=self.memory_format)
+        self.compile_mode = compile_mode
+        if compile_mode != "none":
+            self.network.compile(mode=compile_mode)  # in place: the state_dict keys stay the plain ones
+        self.train_metrics = stage_metrics(penalty=regularization != "none")
+        self.val_metrics, self.test_metrics = stage_metrics(), stage_metrics()
+
+    def setup(self, stage: str) -> None:
+        if self.compile_mode == "reduce-overhead" and self.trainer.strategy.root_device.type != "cuda":
+            raise ConfigError("--model.compile_mode reduce-overhead uses CUDA graphs and needs a GPU: drop it on the CPU")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images)
+        return self.network(images.contiguous(memory_format=self.memory_format))
 
     def penalty(self) -> torch.Tensor | None:
         return penalty(penalized_weights(self.network), self.regularization, self.reg_lambda, self.l1_ratio)
@@ -69,39 +92,67 @@ class CIFARClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        self.train_accuracy(logits, labels)
-        self.log("Loss/train", loss, on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log("Accuracy/train", self.train_accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        self.train_metrics["Loss"].update(loss.detach(), len(labels))
+        self.train_metrics["Accuracy"].update(logits.detach(), labels)
         weight_penalty = self.penalty()
         if weight_penalty is None:
             return loss
-        self.log("Penalty/train", weight_penalty, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.train_metrics["Penalty"].update(weight_penalty.detach())
         return loss + weight_penalty
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_accuracy)
+        self._evaluate(batch, self.val_metrics)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_accuracy)
+        self._evaluate(batch, self.test_metrics)
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleDict) -> None:
         images, labels = batch
         logits = self(images)
-        accuracy(logits, labels)
-        self.log(f"Loss/{stage}", F.cross_entropy(logits, labels), batch_size=len(labels))
-        self.log(f"Accuracy/{stage}", accuracy, prog_bar=True)
+        metrics["Loss"].update(F.cross_entropy(logits, labels), len(labels))
+        metrics["Accuracy"].update(logits, labels)
 
-    # Lightning takes a logged "step" value as the x coordinate of the metrics logged with it:
-    # the epoch, so the curves read per epoch as the seed drew them.
     def on_train_epoch_end(self) -> None:
-        self.log("step", float(self.current_epoch))
+        self._log_epoch("train", self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("step", float(self.current_epoch))
+        self._log_epoch("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_metrics)
+
+    def _log_epoch(self, stage: str, metrics: nn.ModuleDict) -> None:
+        for name, metric in metrics.items():
+            # compute() also gathers the counts of every process in multi-device runs.
+            self.log(f"{name}/{stage}", metric.compute(), prog_bar=name == "Accuracy")
+            metric.reset()
+        if stage != "test":
+            # Lightning takes a logged "step" value as the x coordinate of the metrics logged with it:
+            # the epoch, so the curves read per epoch as the seed drew them.
+            self.log("step", float(self.current_epoch))
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
+        # LightningCLI hands the schedule over as a functools.partial of its class and arguments.
+        if getattr(self.scheduler, "keywords", {}).get("total_steps", 0) is None:
+            scheduler = self.scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "Loss/val"}}
+
+
+def stage_metrics(penalty: bool = False) -> nn.ModuleDict:
+    """One stage's loss, accuracy (and penalty), accumulated on the device and read once per epoch.
+
+    One set per stage, never shared. Updated directly rather than through ``self.log`` every step,
+    and without argument or NaN checks: each of those costs host work or a device sync per step.
+    """
+    metrics = {
+        "Loss": MeanMetric(nan_strategy="disable"),
+        "Accuracy": MulticlassAccuracy(num_classes=len(CLASSES), average="micro", validate_args=False),
+    }
+    if penalty:
+        metrics["Penalty"] = MeanMetric(nan_strategy="disable")
+    return nn.ModuleDict(metrics)

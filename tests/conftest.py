@@ -78,3 +78,16 @@ WRITERS = {"python": write_python_dir, "archive": write_archive, "png": write_im
 @pytest.fixture
 def python_data_dir(tmp_path, tiny_cifar) -> Path:
     return write_python_dir(tmp_path / "data", tiny_cifar)
+
+
+@pytest.fixture
+def learnable_data_dir(tmp_path) -> Path:
+    """Each class a colour of its own under noise: learnable in a few steps, whatever the augmentation."""
+    rng = np.random.default_rng(3)
+    colours = rng.integers(40, 216, size=(len(CLASSES), 3, 1, 1))
+    splits = []
+    for per_class in (TRAIN_PER_CLASS, TEST_PER_CLASS):
+        labels = np.tile(np.arange(len(CLASSES)), per_class)
+        noise = rng.integers(-40, 40, size=(len(labels), 3, 32, 32))
+        splits += [(colours[labels] + noise).astype(np.uint8), labels]
+    return write_python_dir(tmp_path / "data", tuple(splits))

@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from lit_cifar.augment import normalize, seed_affine_matrices, seed_augment, warp
+from lit_cifar.augment import normalize, seed_affine_matrices, seed_augment, seed_augmentation, warp
 
 
 def test_augmentation_keeps_shape_and_gives_floats_in_unit_range():
@@ -46,3 +47,13 @@ def test_evaluation_only_normalizes_and_is_deterministic():
     out = normalize(images)
     assert torch.equal(out, normalize(images))
     assert out[0, :, 0, 0].tolist() == [-1.0, 1.0, -0.6000000238418579]
+
+
+@pytest.mark.parametrize("backend", ["tensor", "kornia", "torchvision"])
+def test_every_backend_gives_per_image_augmentation_in_unit_range(backend):
+    torch.manual_seed(0)
+    one = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    out = seed_augmentation(backend)(one.expand(16, -1, -1, -1).contiguous())
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 16

@@ -1,5 +1,6 @@
 """The command line as a user runs it: scripts in a subprocess, parsing in-process where that is enough."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,7 @@ def test_short_accelerator_and_devices_reach_the_trainer():
 
 def test_defaults_are_the_seeds_recipe():
     cli = parse()
-    assert cli.datamodule.batch_size == 32 and cli.datamodule.augment
+    assert cli.datamodule.batch_size == 32 and cli.datamodule.augmentation is not None
     assert cli.trainer.max_epochs == 20
     assert cli.model.configure_optimizers().defaults["lr"] == 1e-3
 
@@ -134,3 +135,18 @@ def test_no_gpu_case_is_checked_only_without_a_gpu():
 def test_every_shipped_config_parses(config):
     cli = parse("--config", str(config))
     assert cli.trainer.max_epochs >= 1
+
+
+def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir, tmp_path):
+    out = tmp_path / "results"
+    bench = run_script(
+        "benchmark.py", "--data_dir", str(python_data_dir), "--quick", "--out", str(out),
+        "--extra_args", "--data.val_size 10 --data.download false", cwd=tmp_path,
+    )
+    assert bench.returncode == 0, bench.stderr
+    results = json.loads((out / "benchmark.json").read_text())
+    assert [r["recipe"] for r in results] == ["seed_loop", "seed", "seed_bf16", "fast"]
+    for result in results:
+        assert result["epochs"] == 1 and result["images_per_second"] > 0 and 0 <= result["final_test_accuracy"] <= 1
+    table = (out / "benchmark.md").read_text()
+    assert table.count("\n") == 6 and "speed vs seed loop" in table

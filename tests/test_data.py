@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from torch.utils.data import SequentialSampler
+
 from lit_cifar.data import CIFAR10DataModule, ShuffledOrder, TensorBatches
 from lit_cifar.errors import ConfigError
 
@@ -41,7 +43,7 @@ def test_batches_cover_every_image_once():
     assert len(batches) == 3
     seen = torch.cat([batch_labels for _, batch_labels in batches])
     assert sorted(seen.tolist()) == list(range(10))
-    assert [len(b) for _, b in TensorBatches(images, labels, 4, sampler=None)] == [4, 4, 2]
+    assert [len(b) for _, b in TensorBatches(images, labels, 4, SequentialSampler(range(10)))] == [4, 4, 2]
 
 
 @pytest.mark.parametrize("flag", ["batch_size", "eval_batch_size", "val_size"])

@@ -43,3 +43,12 @@ def test_bad_hyperparameters_name_their_flag(kwargs, message):
 def test_default_optimizer_is_the_seeds_adam():
     optimizer = CIFARClassifier().configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 1e-3
+
+
+def test_pooling_before_relu_computes_the_seeds_function():
+    net = SeedCNN()
+    images = torch.randn(8, 3, 32, 32)
+    x = net.pool(torch.relu(net.conv1(images)))  # the seed's order: ReLU, then pool
+    x = net.pool(torch.relu(net.conv2(x)))
+    seed_logits = net.fc2(torch.relu(net.fc1(x.flatten(1))))
+    assert torch.equal(net(images), seed_logits)
