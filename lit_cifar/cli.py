@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -60,6 +60,13 @@ class CifarCLI(LightningCLI):
         parser.set_defaults(
             {
                 "trainer.max_epochs": 20,
+                "trainer.callbacks": [
+                    {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
+                    {"class_path": "lit_cifar.callbacks.HParamsSummary"},
+                    {"class_path": "lit_cifar.callbacks.ConfusionMatrixImage"},
+                    {"class_path": "lit_cifar.callbacks.AugmentedImageGrid"},
+                    {"class_path": "lit_cifar.callbacks.WeightStatistics"},
+                ],
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
@@ -81,6 +88,9 @@ class CifarCLI(LightningCLI):
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         wanted = self.subcommand in (None, "fit") and trainer_config.get("enable_checkpointing") is not False
         callbacks = [self._get(self.config_init, "checkpoint")] if wanted else []
+        if trainer_config.get("logger") in (False, None):  # Lightning refuses a LearningRateMonitor without a logger
+            configured = trainer_config.get("callbacks") or []
+            trainer_config["callbacks"] = [c for c in configured if not isinstance(c, LearningRateMonitor)]
         return self._instantiate_trainer(trainer_config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:

@@ -72,6 +72,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         eval_batch_size: Batch size for validation and test; it changes speed, not results.
         val_size: Training images held out for validation (CIFAR-10 has 50,000).
         split_seed: Seed of the train/validation split, fixed apart from the training seed so runs compare on one split.
+        train_per_class: Train on only this many images of each class (few-shot learning), drawn with
+            ``split_seed`` from the training split; validation and test stay whole. None: all of them.
         augment: The seed's flip, rotation, shear and scale on training batches; evaluation only normalises.
         augment_backend: Who applies it: ``tensor`` (this project's batched code, fastest), ``kornia``,
             or ``torchvision`` (the seed's own transforms image by image: exact, slowest).
@@ -85,18 +87,20 @@ class CIFAR10DataModule(L.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         split_seed: int = 0,
+        train_per_class: int | None = None,
         augment: bool = True,
         augment_backend: AugmentBackend = "tensor",
         download: bool = True,
     ) -> None:
         super().__init__()
-        for flag, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
+        sizes = {"batch_size": batch_size, "eval_batch_size": eval_batch_size, "val_size": val_size}
+        for flag, value in {**sizes, "train_per_class": train_per_class or 1}.items():
             if value < 1:
                 raise ConfigError(f"--data.{flag} must be at least 1, got {value}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
-        self.split_seed, self.download = split_seed, download
+        self.split_seed, self.train_per_class, self.download = split_seed, train_per_class, download
         self.augmentation = seed_augmentation(augment_backend) if augment else None
         self.splits: dict[str, Batch] = {}
 
@@ -114,6 +118,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             )
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
+        if self.train_per_class is not None:
+            train = self._few_per_class(train, data.train_labels[train])
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         splits = {
             "train": (data.train_images[train], data.train_labels[train]),
@@ -121,6 +127,20 @@ class CIFAR10DataModule(L.LightningDataModule):
             "test": (data.test_images, data.test_labels),
         }
         self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
+
+    def _few_per_class(self, train: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``train_per_class`` indices of each class, the first ones of a seeded shuffle of ``train``."""
+        shuffled = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed + 1))
+        chosen = []
+        for label in range(len(sources.CLASSES)):
+            of_class = shuffled[labels[shuffled] == label]
+            if len(of_class) < self.train_per_class:
+                raise ConfigError(
+                    f"--data.train_per_class {self.train_per_class} is more than the {len(of_class)} "
+                    f"'{sources.CLASSES[label]}' images in the training split"
+                )
+            chosen.append(train[of_class[: self.train_per_class]])
+        return torch.cat(chosen).sort().values
 
     def train_dataloader(self) -> TensorBatches:
         images, labels = self.splits["train"]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_cifar.errors import ConfigError
 from lit_cifar.networks import SeedCNN
@@ -77,7 +77,8 @@ class CIFARClassifier(L.LightningModule):
         if compile_mode != "none":
             self.network.compile(mode=compile_mode)  # in place: the state_dict keys stay the plain ones
         self.train_metrics = stage_metrics(penalty=regularization != "none")
-        self.val_metrics, self.test_metrics = stage_metrics(), stage_metrics()
+        self.val_metrics, self.test_metrics = stage_metrics(confusion=True), stage_metrics(confusion=True)
+        self.confusion: dict[str, torch.Tensor] = {}  # the last epoch's confusion matrix per stage, for the dashboard
 
     def setup(self, stage: str) -> None:
         if self.compile_mode == "reduce-overhead" and self.trainer.strategy.root_device.type != "cuda":
@@ -112,6 +113,7 @@ class CIFARClassifier(L.LightningModule):
         logits = self(images)
         metrics["Loss"].update(F.cross_entropy(logits, labels), len(labels))
         metrics["Accuracy"].update(logits, labels)
+        metrics["Confusion"].update(logits, labels)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)
@@ -125,8 +127,14 @@ class CIFARClassifier(L.LightningModule):
     def _log_epoch(self, stage: str, metrics: nn.ModuleDict) -> None:
         for name, metric in metrics.items():
             # compute() also gathers the counts of every process in multi-device runs.
-            self.log(f"{name}/{stage}", metric.compute(), prog_bar=name == "Accuracy")
+            value = metric.compute()
             metric.reset()
+            if name != "Confusion":
+                self.log(f"{name}/{stage}", value, prog_bar=name == "Accuracy")
+                continue
+            self.confusion[stage] = value
+            for class_name, accuracy in zip(CLASSES, value.diag() / value.sum(1).clamp(min=1)):
+                self.log(f"ClassAccuracy/{stage}/{class_name}", accuracy)
         if stage != "test":
             # Lightning takes a logged "step" value as the x coordinate of the metrics logged with it:
             # the epoch, so the curves read per epoch as the seed drew them.
@@ -143,8 +151,8 @@ class CIFARClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "Loss/val"}}
 
 
-def stage_metrics(penalty: bool = False) -> nn.ModuleDict:
-    """One stage's loss, accuracy (and penalty), accumulated on the device and read once per epoch.
+def stage_metrics(penalty: bool = False, confusion: bool = False) -> nn.ModuleDict:
+    """One stage's loss, accuracy (penalty, confusion matrix), accumulated on the device and read once per epoch.
 
     One set per stage, never shared. Updated directly rather than through ``self.log`` every step,
     and without argument or NaN checks: each of those costs host work or a device sync per step.
@@ -155,4 +163,6 @@ def stage_metrics(penalty: bool = False) -> nn.ModuleDict:
     }
     if penalty:
         metrics["Penalty"] = MeanMetric(nan_strategy="disable")
+    if confusion:  # rows: true class, columns: predicted class; per-class accuracy is its diagonal over row sums
+        metrics["Confusion"] = MulticlassConfusionMatrix(num_classes=len(CLASSES), validate_args=False)
     return nn.ModuleDict(metrics)

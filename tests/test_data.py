@@ -55,3 +55,17 @@ def test_sizes_below_one_name_their_flag(flag):
 def test_validation_set_larger_than_the_training_set(python_data_dir):
     with pytest.raises(ConfigError, match="--data.val_size 60 leaves nothing to train on"):
         setup_datamodule(python_data_dir, val_size=60)
+
+
+def test_train_per_class_takes_that_many_of_each_class_and_leaves_validation_whole(python_data_dir):
+    datamodule = setup_datamodule(python_data_dir, val_size=10, train_per_class=3)
+    _, labels = datamodule.splits["train"]
+    assert len(labels) == 30 and torch.bincount(labels, minlength=10).tolist() == [3] * 10
+    assert len(datamodule.splits["val"][1]) == 10 and len(datamodule.splits["test"][1]) == 20
+    again = setup_datamodule(python_data_dir, val_size=10, train_per_class=3)
+    assert torch.equal(again.splits["train"][0], datamodule.splits["train"][0])
+
+
+def test_train_per_class_larger_than_a_class(python_data_dir):
+    with pytest.raises(ConfigError, match="--data.train_per_class 6 is more than the"):
+        setup_datamodule(python_data_dir, val_size=10, train_per_class=6)

@@ -83,3 +83,20 @@ def test_gpu_only_options_are_refused_on_the_cpu(python_data_dir, args, message,
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_train_per_class_trains_on_exactly_that_many_images(python_data_dir):
+    seen = []
+
+    class CountImages(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            seen.append(len(batch[1]))
+
+    cli = CifarCLI(
+        args=["--data.data_dir", str(python_data_dir), "--data.val_size", "10", "--data.batch_size", "8",
+              "--data.train_per_class", "3", "--max_epochs", "1", "--trainer.logger", "false"],
+        run=False,
+    )
+    cli.trainer.callbacks.append(CountImages())
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert sum(seen) == 30 and cli.trainer.num_training_batches == 4

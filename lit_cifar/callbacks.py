@@ -1,0 +1,146 @@
+"""TensorBoard extras as Lightning callbacks: what each run's hyperparameters, errors, inputs and weights look like.
+
+Each writes to the run's TensorBoard event file on the main process only, with the epoch as x
+coordinate like the module's scalars, and does nothing when the run has no TensorBoard logger.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lit_cifar.augment import MEAN, STD
+from lit_cifar.sources import CLASSES
+
+
+def tensorboard(trainer: Trainer):
+    """The run's SummaryWriter, or None off the main process or without a TensorBoard logger."""
+    if not trainer.is_global_zero:
+        return None
+    return next((logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
+
+
+def flat_hparams(hparams: dict, prefix: str) -> dict[str, int | float | str | bool]:
+    """Nested hyperparameters as "model/optimizer/init_args/lr"-style keys with TensorBoard-friendly values."""
+    flat = {}
+    for key, value in hparams.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+class HParamsSummary(Callback):
+    """Fills TensorBoard's HParams tab: the run's hyperparameters beside its final metrics.
+
+    The summary only names the metric tags; TensorBoard shows each tag's latest scalar, so the
+    table always holds the last epoch's ``Accuracy/val`` (and ``Accuracy/test`` after a test run),
+    even for a run that stopped early. Lightning itself writes none without a placeholder metric.
+    """
+
+    METRICS = ("Accuracy/val", "Loss/val", "Accuracy/train", "Loss/train", "Accuracy/test", "Loss/test")
+
+    def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self._write(trainer, module)
+
+    def on_test_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self._write(trainer, module)
+
+    def _write(self, trainer: Trainer, module: LightningModule) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
+        params = flat_hparams(dict(module.hparams), "model/")
+        if trainer.datamodule is not None:
+            params.update(flat_hparams(dict(trainer.datamodule.hparams), "data/"))
+        params.update({"trainer/precision": str(trainer.precision), "trainer/max_epochs": trainer.max_epochs or -1})
+        for summary in hparams(params, {metric: 0.0 for metric in self.METRICS}):
+            writer.file_writer.add_summary(summary)
+
+
+def confusion_figure(matrix: torch.Tensor, title: str):
+    """A confusion matrix as a matplotlib figure, row-normalised, with the counts and class names."""
+    from matplotlib.figure import Figure
+
+    counts = matrix.cpu().numpy()
+    rates = counts / counts.sum(1, keepdims=True).clip(min=1)
+    figure = Figure(figsize=(7, 6), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axes.set(xticks=range(len(CLASSES)), yticks=range(len(CLASSES)), xlabel="predicted", ylabel="true", title=title)
+    axes.set_xticklabels(CLASSES, rotation=45, ha="right")
+    axes.set_yticklabels(CLASSES)
+    for (row, column), count in np.ndenumerate(counts):
+        colour = "white" if rates[row, column] > 0.5 else "black"
+        axes.text(column, row, int(count), ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, ax=axes, label="share of the true class")
+    return figure
+
+
+class ConfusionMatrixImage(Callback):
+    """The validation confusion matrix as an image every validation epoch (and the test one after a test run)."""
+
+    def on_validation_end(self, trainer: Trainer, module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._write(trainer, module, "val")
+
+    def on_test_end(self, trainer: Trainer, module: LightningModule) -> None:
+        self._write(trainer, module, "test")
+
+    def _write(self, trainer: Trainer, module: LightningModule, stage: str) -> None:
+        writer = tensorboard(trainer)
+        matrix = getattr(module, "confusion", {}).get(stage)
+        if writer is not None and matrix is not None:
+            title = f"{stage}, epoch {trainer.current_epoch}"
+            writer.add_figure(f"ConfusionMatrix/{stage}", confusion_figure(matrix, title), trainer.current_epoch)
+
+
+class AugmentedImageGrid(Callback):
+    """Once per run, the first training batch as the network sees it, so the augmentation can be checked by eye."""
+
+    def __init__(self, count: int = 64) -> None:
+        self.count, self.done = count, False
+
+    def on_train_batch_start(self, trainer: Trainer, module: LightningModule, batch, batch_idx: int) -> None:
+        if self.done:
+            return
+        self.done = True
+        writer = tensorboard(trainer)
+        if writer is not None:
+            from torchvision.utils import make_grid
+
+            images = (batch[0][: self.count].float() * STD + MEAN).clamp(0, 1)
+            writer.add_image("Augmented training images", make_grid(images, nrow=8, padding=1), trainer.current_epoch)
+
+
+class WeightStatistics(Callback):
+    """Per epoch and weight tensor: a histogram, the L1 and L2 norms and the sparsity (share of |w| < threshold).
+
+    These show what a regularizer does: L1 drives weights to exactly zero (sparsity rises), L2
+    shrinks them all (the L2 norm falls, few reach zero). Biases are left out, as from the penalties.
+    Totals over all weights are logged as ``.../all``.
+    """
+
+    def __init__(self, sparsity_threshold: float = 1e-3, histograms: bool = True) -> None:
+        self.sparsity_threshold, self.histograms = sparsity_threshold, histograms
+
+    def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
+        epoch = trainer.current_epoch
+        weights = {name: p.detach().float() for name, p in module.named_parameters() if p.ndim >= 2}
+        flat = torch.cat([weight.flatten() for weight in weights.values()])
+        for name, weight in {**weights, "all": flat}.items():
+            if self.histograms and name != "all":
+                writer.add_histogram(f"Weights/{name}", weight, epoch)
+            writer.add_scalar(f"WeightNorm/L1/{name}", weight.abs().sum(), epoch)
+            writer.add_scalar(f"WeightNorm/L2/{name}", weight.norm(), epoch)
+            writer.add_scalar(f"Sparsity/{name}", (weight.abs() < self.sparsity_threshold).float().mean(), epoch)

@@ -1,0 +1,56 @@
+"""Classifying image files with a trained checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from lit_cifar.augment import normalize
+from lit_cifar.errors import UserError
+from lit_cifar.module import CIFARClassifier
+from lit_cifar.sources import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES
+
+
+def load_classifier(ckpt_path: Path) -> CIFARClassifier:
+    if not ckpt_path.is_file():
+        raise UserError(f"--ckpt_path {ckpt_path}: no such file")
+    try:
+        model = CIFARClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{ckpt_path} is not a lit_cifar checkpoint ({type(err).__name__}: {err})") from err
+    return model.eval()
+
+
+def image_files(paths: list[Path]) -> Iterator[Path]:
+    """The files given, and the image files inside any folder given (sorted, not recursive)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """Any PIL-readable image as a 3×32×32 uint8 tensor: converted to RGB, resized (bilinear, aspect not kept)."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise UserError(f"{path} is not a readable image ({err})") from err
+
+
+@torch.no_grad()
+def class_probabilities(model: CIFARClassifier, image: torch.Tensor) -> torch.Tensor:
+    return model(normalize(image[None])).float().softmax(dim=1)[0]
+
+
+def top_classes(probabilities: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
+    values, indices = probabilities.topk(k)
+    return [(CLASSES[i], float(p)) for p, i in zip(values, indices)]

@@ -1,0 +1,121 @@
+"""What a run leaves for TensorBoard and for the scripts that read it back: curves, comparison, predictions."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import tiny_split, write_python_dir
+from lit_cifar.cli import main
+from lit_cifar.predict import class_probabilities, load_classifier, read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data.val_size", "10", "--data.batch_size", "16", "--data.download", "false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """One short L1-regularized run in a folder of its own: (its data_dir, its run folder)."""
+    root = tmp_path_factory.mktemp("dashboard")
+    data_dir = write_python_dir(root / "data", tiny_split(6, seed=1) + tiny_split(2, seed=2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        main("fit", ["--data.data_dir", str(data_dir), "--max_epochs", "2", "--model.regularization", "l1", *TINY])
+    return data_dir, root / "lightning_logs" / "version_0"
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_hparams_tab_names_the_hyperparameters_and_the_final_metrics(trained):
+    content = events(trained[1]).PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    hparams = {info.name for info in experiment.hparam_infos}
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert {"model/regularization", "model/reg_lambda", "model/optimizer/init_args/lr", "data/batch_size"} <= hparams
+    assert {"Accuracy/val", "Loss/val", "Accuracy/test"} <= metrics and "hp_metric" not in metrics
+
+
+def test_dashboard_images_histograms_and_scalars(trained):
+    run = events(trained[1])
+    tags = run.Tags()
+    assert len(run.Images("ConfusionMatrix/val")) == 2  # every validation epoch, not the sanity check
+    assert len(run.Images("Augmented training images")) == 1  # once per run
+    assert {"Weights/network.conv1.weight", "Weights/network.fc2.weight"} <= set(tags["histograms"])
+    assert not any("bias" in tag for tag in tags["histograms"])
+    for tag in ("ClassAccuracy/val/cat", "WeightNorm/L1/all", "WeightNorm/L2/network.fc1.weight", "Sparsity/all",
+                "Penalty/train", "lr-Adam"):
+        assert tag in tags["scalars"], tag
+    assert "hp_metric" not in tags["scalars"]
+    assert [e.step for e in run.Scalars("Sparsity/all")] == [0, 1]
+
+
+def test_plot_curves_writes_a_png_for_one_and_for_two_runs(trained, tmp_path):
+    for runs in ([trained[1]], [trained[1], trained[1]]):
+        out = tmp_path / f"curves{len(runs)}.png"
+        script = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "plot_curves.py"), *map(str, runs), "--out", str(out)],
+            capture_output=True, text=True,
+        )
+        assert script.returncode == 0, script.stderr
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_plot_curves_names_a_folder_without_runs(tmp_path):
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_curves.py"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert script.returncode == 1 and f"{tmp_path} holds no TensorBoard scalars" in script.stderr
+
+
+def test_predict_gives_probabilities_and_names_the_bad_file(trained, tmp_path):
+    checkpoint = trained[1] / "checkpoints" / "last.ckpt"
+    big = tmp_path / "big.png"
+    Image.new("RGBA", (64, 48), (200, 30, 30, 255)).save(big)
+    gray = tmp_path / "gray.jpg"
+    Image.new("L", (20, 20), 90).save(gray)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    probabilities = class_probabilities(load_classifier(checkpoint), read_image(big))
+    assert probabilities.shape == (10,) and torch.isclose(probabilities.sum(), torch.tensor(1.0))
+
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt_path", str(checkpoint), str(big), str(bad), str(gray)],
+        capture_output=True, text=True,
+    )
+    assert script.returncode == 1
+    lines = script.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(big), str(gray)]
+    assert all(line.count("%") == 3 for line in lines)
+    assert f"{bad} is not a readable image" in script.stderr and "Traceback" not in script.stderr
+
+
+def test_predict_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_bytes(b"junk")
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt_path", str(fake), str(fake)],
+        capture_output=True, text=True,
+    )
+    assert script.returncode == 1 and f"{fake} is not a lit_cifar checkpoint" in script.stderr
+
+
+def test_compare_regularization_writes_a_row_per_mode(trained, tmp_path):
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_regularization.py"), "--data.data_dir", str(trained[0]),
+         "--max_epochs", "1", "--trainer.enable_progress_bar", "false", *TINY],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert script.returncode == 0, script.stderr
+    (folder,) = (tmp_path / "lightning_logs" / "compare_regularization").iterdir()
+    rows = (folder / "comparison.md").read_text().splitlines()[2:]
+    assert [row.split("|")[1].strip() for row in rows] == ["none", "l1", "l2", "elastic_net", "dropout"]
+    assert (folder / "comparison.png").stat().st_size > 10_000
