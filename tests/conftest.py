@@ -91,3 +91,9 @@ def learnable_data_dir(tmp_path) -> Path:
         noise = rng.integers(-40, 40, size=(len(labels), 3, 32, 32))
         splits += [(colours[labels] + noise).astype(np.uint8), labels]
     return write_python_dir(tmp_path / "data", tuple(splits))
+
+
+@pytest.fixture(autouse=True)
+def run_in_a_temporary_folder(tmp_path, monkeypatch):
+    """Runs write lightning_logs/ and checkpoints/ into the working folder: never the repository's."""
+    monkeypatch.chdir(tmp_path)
