@@ -33,7 +33,7 @@ def mode_flags(mode: str, dropout: float) -> list[str]:
 
 def table(results: dict[str, dict]) -> str:
     lines = [
-        "| mode | train accuracy | val accuracy | train − val gap | penalty | sparsity (|w| < 1e-3) | weight L2 norm |",
+        "| mode | train accuracy | val accuracy | train − val gap | penalty | sparsity (share of weights under 1e-3) | weight L2 norm |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for mode, scalars in results.items():
