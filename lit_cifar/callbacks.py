@@ -139,7 +139,7 @@ class WeightStatistics(Callback):
         weights = {name: p.detach().float() for name, p in module.named_parameters() if p.ndim >= 2}
         flat = torch.cat([weight.flatten() for weight in weights.values()])
         for name, weight in {**weights, "all": flat}.items():
-            if self.histograms and name != "all":
+            if self.histograms and name != "all" and weight.isfinite().all():
                 writer.add_histogram(f"Weights/{name}", weight, epoch)
             writer.add_scalar(f"WeightNorm/L1/{name}", weight.abs().sum(), epoch)
             writer.add_scalar(f"WeightNorm/L2/{name}", weight.norm(), epoch)

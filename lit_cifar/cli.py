@@ -23,11 +23,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lit_cifar.data import CIFAR10DataModule
 from lit_cifar.errors import UserError
 from lit_cifar.module import CIFARClassifier
+from lit_cifar.safety import AtomicCheckpointIO, RNGState, StopOnNonFiniteLoss, check_checkpoint, newest_last_checkpoint
 
 # Trainer flags common enough to deserve a short form: `--accelerator gpu` as well as `--trainer.accelerator gpu`.
 SHORT_TRAINER_FLAGS = ("accelerator", "devices", "max_epochs", "precision")
-# Values of --ckpt_path that Lightning resolves itself rather than reading a file.
-SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+# Values of --ckpt_path that Lightning resolves itself rather than reading a file ("last" is resolved here).
+SPECIAL_CKPT_PATHS = ("best", "hpc", "registry")
 DEBUG_ENV = "LIT_CIFAR_DEBUG"
 
 
@@ -68,7 +69,7 @@ class CifarCLI(LightningCLI):
                     {"class_path": "lit_cifar.callbacks.WeightStatistics"},
                 ],
                 "trainer.logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "class_path": "lit_cifar.safety.TensorBoardLogger",
                     # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
                     "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
                 },
@@ -91,12 +92,36 @@ class CifarCLI(LightningCLI):
         if trainer_config.get("logger") in (False, None):  # Lightning refuses a LearningRateMonitor without a logger
             configured = trainer_config.get("callbacks") or []
             trainer_config["callbacks"] = [c for c in configured if not isinstance(c, LearningRateMonitor)]
+        if self.subcommand in (None, "fit"):
+            # Not options: what makes a crashed run resumable, and a diverged one stop, is always on,
+            # and first, so a diverged run stops before any other callback handles its NaN weights.
+            trainer_config["callbacks"] = [RNGState(), StopOnNonFiniteLoss(), *(trainer_config.get("callbacks") or [])]
+        trainer_config["plugins"] = [*(trainer_config.get("plugins") or []), AtomicCheckpointIO()]
         return self._instantiate_trainer(trainer_config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # The scripts pass the subcommand in `args` while the rest comes from sys.argv; LightningCLI would
         # warn about the mix, which is intended here.
         self.config = parser.parse_args(args)
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            # Before LightningCLI reads the checkpoint's hyperparameters, so a bad file gets a message.
+            self._resolve_ckpt_path(self.config[subcommand])
+
+    @staticmethod
+    def _resolve_ckpt_path(config) -> None:
+        """``last``: the newest last.ckpt of the earlier runs under the log folder. Any file: checked."""
+        if config.ckpt_path == "last":
+            logger = config.trainer.logger
+            if logger in (False, None):
+                root = Path(config.trainer.default_root_dir or ".") / "checkpoints"
+            else:
+                init = logger.get("init_args") or {}
+                root = Path(init.get("save_dir") or ".") / (init.get("name") or "lightning_logs")
+            config.ckpt_path = str(newest_last_checkpoint(root))
+            print(f"Resuming from {config.ckpt_path}", file=sys.stderr)
+        if config.ckpt_path not in SPECIAL_CKPT_PATHS:
+            check_checkpoint(Path(config.ckpt_path), CIFARClassifier())
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
@@ -116,8 +141,6 @@ class CifarCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if self.subcommand == "test" and not ckpt_path:
             raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. lightning_logs/version_0/checkpoints/last.ckpt")
-        if ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS and not Path(ckpt_path).is_file():
-            raise UserError(f"--ckpt_path {ckpt_path}: no such file")
 
 
 def quiet_startup() -> None:
@@ -131,6 +154,8 @@ def quiet_startup() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     # The summary's size estimate in bf16 is off; the parameter counts it prints are right.
     warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+    # Epoch metrics come from torchmetrics' compute(), which has already gathered every process's counts.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('.*', ..., sync_dist=True\)`")
     # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 

@@ -69,3 +69,16 @@ def test_train_per_class_takes_that_many_of_each_class_and_leaves_validation_who
 def test_train_per_class_larger_than_a_class(python_data_dir):
     with pytest.raises(ConfigError, match="--data.train_per_class 6 is more than the"):
         setup_datamodule(python_data_dir, val_size=10, train_per_class=6)
+
+
+def test_shards_of_several_processes_split_the_data_without_overlap():
+    images, labels = torch.arange(23).view(23, 1), torch.arange(23)
+    seen = []
+    for rank in range(2):
+        train = TensorBatches(images, labels, 4, ShuffledOrder(23, seed=5), rank=rank, world_size=2)
+        seen.append(torch.cat([b for _, b in train]))
+        assert len(train) == 3 and len(seen[-1]) == 11  # the same step count in both processes
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+    val = [torch.cat([b for _, b in TensorBatches(images, labels, 4, SequentialSampler(range(23)), rank, 2)])
+           for rank in range(2)]
+    assert sorted(torch.cat(val).tolist()) == list(range(23))  # every evaluation image exactly once

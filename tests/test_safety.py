@@ -1,0 +1,165 @@
+"""Crashes, resumes, concurrent runs, bad checkpoints and reproducibility, run as a user runs them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_cifar.cli import main
+from lit_cifar.safety import AtomicCheckpointIO
+from lit_cifar.sources import CACHE_DIR, load
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data.val_size", "10", "--data.batch_size", "8", "--data.download", "false", "--trainer.enable_progress_bar", "false"]
+
+
+def fit(data_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fit.py"), "--data.data_dir", str(data_dir), *TINY, *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+def final_state(run_dir: Path) -> dict:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return {"epoch": checkpoint["epoch"], "step": checkpoint["global_step"], "weights": checkpoint["state_dict"]}
+
+
+def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_an_uninterrupted_one(learnable_data_dir, tmp_path):
+    # 50 training images in batches of 8: 7 steps per epoch; a checkpoint every 3 steps.
+    every = ["--max_epochs", "3", "--checkpoint.every_n_train_steps", "3"]
+    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
+    whole = fit(learnable_data_dir, tmp_path / "whole", *every)
+    assert whole.returncode == 0, whole.stderr
+    killed = fit(learnable_data_dir, tmp_path / "crash", *every, "--trainer.callbacks+=crash_callbacks.KillAtStep",
+                 "--trainer.callbacks.step", "11")
+    assert killed.returncode == -9  # SIGKILL in epoch 1, two steps after the checkpoint at step 9
+    resumed = fit(learnable_data_dir, tmp_path / "crash", *every, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
+
+    expected = final_state(tmp_path / "whole" / "lightning_logs" / "version_0")
+    got = final_state(tmp_path / "crash" / "lightning_logs" / "version_1")
+    assert (got["epoch"], got["step"]) == (expected["epoch"], expected["step"]) == (2, 21)
+    for name, tensor in expected["weights"].items():
+        assert torch.equal(got["weights"][name], tensor), name  # bit for bit, on the CPU
+
+
+def test_ckpt_path_last_without_an_earlier_run(python_data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--ckpt_path", "last"])
+    assert exit_.value.code == 2
+    assert "--ckpt_path last: no earlier run under lightning_logs/ left a checkpoints/last.ckpt" in capsys.readouterr().err
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(learnable_data_dir, tmp_path):
+    run = fit(learnable_data_dir, tmp_path, "--max_epochs", "3", "--trainer.callbacks+=crash_callbacks.PoisonAtStep",
+              "--trainer.callbacks.step", "9")
+    assert run.returncode == 2
+    assert "the training loss became nan at step 10" in run.stderr and "learning rate" in run.stderr
+    assert "Traceback" not in run.stderr
+    state = final_state(tmp_path / "lightning_logs" / "version_0")
+    assert state["epoch"] == 0 and all(torch.isfinite(w).all() for w in state["weights"].values())
+
+
+def test_a_checkpoint_killed_while_being_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
+
+    def killed(obj, file):
+        file.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_two_runs_started_together_on_one_data_dir_both_finish(python_data_dir, tmp_path):
+    env = {**os.environ}
+    command = [sys.executable, str(ROOT / "scripts" / "fit.py"), "--data.data_dir", str(python_data_dir), *TINY,
+               "--max_epochs", "1"]
+    runs = [
+        subprocess.Popen([*command, "--model.regularization", mode], cwd=tmp_path, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for mode in ("l1", "l2")
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
+    assert versions == ["version_0", "version_1"]
+    regularizations = {(tmp_path / "lightning_logs" / v / "config.yaml").read_text().split("regularization: ")[1].split()[0]
+                       for v in versions}
+    assert regularizations == {"l1", "l2"}
+    assert [p.suffix for p in (python_data_dir / CACHE_DIR).iterdir()] == [".pt"]
+    assert len(load(python_data_dir).train_labels) == 60
+
+
+def test_checkpoints_load_with_weights_only(python_data_dir, tmp_path):
+    assert fit(python_data_dir, tmp_path, "--max_epochs", "1").returncode == 0
+    checkpoint = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {"state_dict", "optimizer_states", "callbacks", "hyper_parameters"} <= set(checkpoint)
+
+
+@pytest.mark.parametrize("kind", ["unrelated", "other_model", "unsafe"])
+def test_bad_checkpoints_are_refused_with_a_message(python_data_dir, tmp_path, kind, capsys):
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "unrelated":
+        path.write_text("not a checkpoint at all")
+        message = f"{path} is not a checkpoint"
+    elif kind == "other_model":
+        torch.save({"state_dict": {"network.fc1.weight": torch.zeros(3, 3)}}, path)
+        message = f"{path} is a checkpoint of another model"
+    else:
+        torch.save({"state_dict": {}, "hook": os.getcwd}, path)  # loading it would need a global: code
+        message = f"{path} holds objects that are not safe to load"
+    for subcommand in ("fit", "test"):
+        with pytest.raises(SystemExit) as exit_:
+            main(subcommand, ["--data.data_dir", str(python_data_dir), *TINY, "--ckpt_path", str(path)])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "lightning_logs").exists()  # refused before anything was written
+
+
+def test_the_same_seed_gives_the_same_metrics(python_data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = []
+    for attempt in ("a", "b"):
+        (tmp_path / attempt).mkdir()
+        run = fit(python_data_dir, tmp_path / attempt, "--max_epochs", "2", "--seed_everything", "7")
+        assert run.returncode == 0, run.stderr
+        events = EventAccumulator(str(tmp_path / attempt / "lightning_logs" / "version_0"))
+        events.Reload()
+        scalars.append({tag: [e.value for e in events.Scalars(tag)] for tag in ("Loss/train", "Accuracy/val", "Loss/val")})
+    assert scalars[0] == scalars[1]
+
+
+def test_two_process_ddp_on_the_cpu_logs_the_accuracy_of_its_checkpoint(learnable_data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lit_cifar.cli import CifarCLI
+    from lit_cifar.module import CIFARClassifier
+
+    run = fit(learnable_data_dir, tmp_path, "--max_epochs", "2", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+              "--trainer.accelerator", "cpu", "--data.val_size", "15")
+    assert run.returncode == 0, run.stderr
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]  # logged once
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    logged = events.Scalars("Accuracy/val")[-1].value
+
+    cli = CifarCLI(args=["--data.data_dir", str(learnable_data_dir), "--data.val_size", "15", "--trainer.logger", "false",
+                         "--trainer.enable_checkpointing", "false"],
+                   run=False)
+    model = CIFARClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    (single,) = cli.trainer.validate(model, cli.datamodule, verbose=False)
+    assert single["Accuracy/val"] == pytest.approx(logged, abs=1e-6)
