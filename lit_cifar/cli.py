@@ -143,11 +143,13 @@ class CifarCLI(LightningCLI):
             raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. lightning_logs/version_0/checkpoints/last.ckpt")
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "💡 Tip" not in record.getMessage()
+
+
 def quiet_startup() -> None:
     """Drop Lightning's advertising and the warnings that do not apply to this project."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "💡 Tip" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)  # added once, however often called
     # Batches are gathered from tensors in memory; worker processes would only add copies.
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
     # Metrics are logged per epoch, so Lightning's per-step logging interval does not matter.
