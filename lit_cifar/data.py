@@ -64,6 +64,7 @@ class TensorBatches:
     ):
         self.images, self.labels, self.batch_size, self.sampler = images, labels, batch_size, sampler
         self.rank, self.world_size = rank, world_size
+        self.shuffled = isinstance(sampler, ShuffledOrder)
         self.yielded, self.exhausted = 0, False
         self.resume: tuple[int, int] | None = None  # (epoch, batches already trained) from a checkpoint
 
@@ -71,16 +72,16 @@ class TensorBatches:
         return math.ceil(self._shard_size() / self.batch_size)
 
     def _shard_size(self) -> int:
-        if isinstance(self.sampler, ShuffledOrder):  # the same number of steps in every process, or DDP hangs
+        if self.shuffled:  # the same number of steps in every process, or DDP hangs
             return len(self.labels) // self.world_size
         return len(range(self.rank, len(self.labels), self.world_size))  # evaluation: every image exactly once
 
     def __iter__(self):
         # A generator: nothing below runs before the first batch is asked for, after Lightning's set_epoch.
-        epoch = self.sampler.epoch if isinstance(self.sampler, ShuffledOrder) else 0
+        epoch = self.sampler.epoch if self.shuffled else 0
         skip = self.resume[1] if self.resume is not None and self.resume[0] == epoch else 0
         self.resume = None
-        if isinstance(self.sampler, ShuffledOrder):
+        if self.shuffled:
             order = self.sampler.permutation()[self.rank :: self.world_size][: self._shard_size()]
         else:
             order = torch.arange(self.rank, len(self.labels), self.world_size) if self.world_size > 1 else None
@@ -93,10 +94,9 @@ class TensorBatches:
         self.exhausted = True
 
     def state_dict(self) -> dict[str, int]:
-        shuffled = isinstance(self.sampler, ShuffledOrder)
         return {
-            "seed": self.sampler.seed if shuffled else 0,
-            "epoch": self.sampler.epoch if shuffled else 0,
+            "seed": self.sampler.seed if self.shuffled else 0,
+            "epoch": self.sampler.epoch if self.shuffled else 0,
             # Lightning takes this state at the end of a training step: every batch handed out so far
             # was trained on (checked bit for bit against an uninterrupted run in tests/test_safety.py).
             "trained": self.yielded,
@@ -104,7 +104,7 @@ class TensorBatches:
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if isinstance(self.sampler, ShuffledOrder):
+        if self.shuffled:
             self.sampler.seed = state["seed"]
             if not state["exhausted"]:  # an end-of-epoch checkpoint resumes at the next epoch's first batch
                 self.resume = (state["epoch"], state["trained"])

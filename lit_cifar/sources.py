@@ -14,7 +14,6 @@ import hashlib
 import os
 import pickle
 import tarfile
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from lit_cifar.atomic import atomic_torch_save
 from lit_cifar.errors import DataError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -144,17 +144,7 @@ def _build_cache(data_dir: Path, source: Source) -> Cifar10:
     data = _decode(source)
     cache = _cache_path(data_dir, source)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        # Written under a temporary name and renamed: a killed run, or two runs writing at
-        # once, leave either no cache or a whole one, never half of one.
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                torch.save(data._asdict(), file)
-            os.replace(tmp, cache)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_torch_save(data._asdict(), cache)  # a killed run leaves no cache or a whole one
         for stale in cache.parent.glob(f"cifar10-{source.kind}-*.pt"):
             if stale != cache:  # the cache of an earlier version of this source: nothing can use it again
                 stale.unlink(missing_ok=True)
