@@ -14,10 +14,14 @@ Three backends draw from the same distributions (``--data.augment_backend``):
   optional dependency; measured 4-7x slower than ``tensor`` on the CPU (docs/benchmarks.md);
 - ``torchvision``: the seed's own torchvision transforms, image by image, on uint8 tensors:
   exact fidelity to the seed, and the slowest.
+
+Beside it, airbench's augmentation for the speedrun (``--data.augmentation crop_flip``: shifts
+with reflected borders and an alternating flip, one gather per batch), and the normalisations.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -31,29 +35,57 @@ MAX_ROTATION = 10.0  # degrees
 MAX_SHEAR = 10.0  # degrees, parallel to the x axis
 SCALE = (0.8, 1.2)
 
-MEAN = 0.5
-STD = 0.5
+Augmentation = Literal["seed", "crop_flip"]
+Normalization = Literal["seed", "cifar10"]
+# Per-channel (mean, std): the seed's 0.5 and 0.5, or CIFAR-10's training-set statistics (airbench's).
+NORMALIZATION = {
+    "seed": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images in [0, 255] (or floats in [0, 1]) to floats with the seed's mean 0.5 and std 0.5."""
+def normalize(images: torch.Tensor, normalization: Normalization = "seed") -> torch.Tensor:
+    """uint8 images in [0, 255] (or floats in [0, 1]) to floats with the chosen per-channel mean and std."""
     if images.dtype == torch.uint8:
         images = images.float().div_(255)
-    return (images - MEAN) / STD
+    mean, std = _statistics(normalization, images.device)
+    return (images - mean) / std
+
+
+def denormalize(images: torch.Tensor, normalization: Normalization = "seed") -> torch.Tensor:
+    """``normalize``'s inverse, to floats in [0, 1]: for showing the images a network was given."""
+    mean, std = _statistics(normalization, images.device)
+    return (images.float() * std + mean).clamp(0, 1)
+
+
+@functools.cache
+def _statistics(normalization: Normalization, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Made once per device: a fresh host-to-GPU copy every batch would make the host wait for the GPU."""
+    return tuple(torch.tensor(values, device=device).view(1, -1, 1, 1) for values in NORMALIZATION[normalization])
 
 
 def seed_affine_matrices(n: int, device: torch.device | None = None) -> torch.Tensor:
-    """Per-image forward maps (n, 2, 2) in centred coordinates: scale·shear · rotation · flip."""
+    """Per-image forward maps (n, 2, 2) in centred coordinates: scale·shear · rotation · flip.
+
+    Written out element by element rather than as three matrix products: a third of the small
+    tensor operations, which is what a batch of 32 costs on the CPU.
+    """
     draw = lambda: torch.rand(n, device=device)  # noqa: E731
     flip = torch.where(draw() < 0.5, -1.0, 1.0)
     angle = torch.deg2rad((draw() * 2 - 1) * MAX_ROTATION)
     shear = torch.tan(torch.deg2rad((draw() * 2 - 1) * MAX_SHEAR))
     zoom = SCALE[0] + (SCALE[1] - SCALE[0]) * draw()
-    cos, sin, zero, one = angle.cos(), angle.sin(), torch.zeros_like(angle), torch.ones_like(angle)
-    flip_m = torch.stack([torch.stack([flip, zero], -1), torch.stack([zero, one], -1)], -2)
-    rotate_m = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    shear_m = torch.stack([torch.stack([one, shear], -1), torch.stack([zero, one], -1)], -2)
-    return zoom[:, None, None] * shear_m @ rotate_m @ flip_m
+    cos, sin = angle.cos(), angle.sin()
+    # [[1, shear], [0, 1]] @ [[cos, -sin], [sin, cos]] @ [[flip, 0], [0, 1]]
+    entries = torch.stack([flip * (cos + shear * sin), shear * cos - sin, flip * sin, cos], -1)
+    return entries.mul_(zoom[:, None]).view(n, 2, 2)
+
+
+@functools.cache
+def _pixel_centres(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(h·w, 2) pixel centres (x, y) in [-1, 1]: the grid ``affine_grid`` would rebuild on every call."""
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], device=device)
+    return F.affine_grid(identity, [1, 1, height, width], align_corners=False).view(-1, 2)
 
 
 def warp(images: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
@@ -61,10 +93,10 @@ def warp(images: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
 
     ``grid_sample`` asks, for every output pixel, where to read in the input: the inverse map.
     """
+    n, _, height, width = images.shape
     inverse = torch.linalg.inv(forward)
-    theta = torch.cat([inverse, inverse.new_zeros(len(inverse), 2, 1)], dim=2)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    grid = _pixel_centres(height, width, images.device) @ inverse.transpose(1, 2)  # (n, h·w, 2)
+    return F.grid_sample(images, grid.view(n, height, width, 2), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def seed_augment(images: torch.Tensor) -> torch.Tensor:
@@ -101,10 +133,45 @@ def torchvision_seed_augmentation() -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda images: torch.stack([transform(image) for image in images]).float().div_(255)
 
 
-def seed_augmentation(backend: AugmentBackend) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The seed's augmentation, uint8 batch → float batch in [0, 1], by the chosen backend."""
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices past either edge mirrored back inside, edge pixel not repeated (``F.pad``'s ``reflect``)."""
+    return (size - 1) - ((size - 1) - index.abs()).abs()
+
+
+def crop_flip_augment(images: torch.Tensor, epoch: int, padding: int = 2) -> torch.Tensor:
+    """airbench's augmentation, uint8 batch (n, c, h, w) → float batch in [0, 1]: each image a random
+    crop of itself reflect-padded by ``padding`` pixels (a shift of up to ``padding`` each way), and
+    mirrored in every other epoch.
+
+    That alternating flip (airbench's) shows every image both ways in any two consecutive epochs,
+    where a coin flip per epoch would repeat a view half the time. Which epochs mirror an image
+    depends on the parity of its pixel sum: a fixed, evenly split bit per image that needs no
+    bookkeeping of which image is which. Shift and mirror become one gather of source pixels.
+    """
+    n, c, height, width = images.shape
+    device = images.device
+    shifts = torch.randint(-padding, padding + 1, (2, n, 1), device=device)
+    rows = _reflect(torch.arange(height, device=device) + shifts[0], height)  # (n, h)
+    cols = _reflect(torch.arange(width, device=device) + shifts[1], width)  # (n, w)
+    mirrored = (images.sum((1, 2, 3)) + epoch) % 2 == 1
+    cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    source = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, height * width).expand(n, c, -1)
+    return images.reshape(n, c, height * width).gather(2, source).view(n, c, height, width).float().div_(255)
+
+
+def training_augmentation(policy: Augmentation, backend: AugmentBackend = "tensor") -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """(uint8 batch, epoch) → augmented float batch in [0, 1]: the seed's augmentation by ``backend``, or crop_flip."""
+    if policy == "crop_flip":
+        if backend != "tensor":
+            raise ConfigError(
+                f"--data.augment_backend {backend} applies to the seed's augmentation only; crop_flip has its own "
+                "(tensor) code: leave --data.augment_backend at tensor"
+            )
+        return crop_flip_augment
     if backend == "kornia":
-        return kornia_seed_augmentation()
-    if backend == "torchvision":
-        return torchvision_seed_augmentation()
-    return seed_augment
+        seed = kornia_seed_augmentation()
+    elif backend == "torchvision":
+        seed = torchvision_seed_augmentation()
+    else:
+        seed = seed_augment
+    return lambda images, epoch: seed(images)  # the same distribution every epoch

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_cifar.augment import MEAN, STD
+from lit_cifar.augment import denormalize
 from lit_cifar.sources import CLASSES
 
 
@@ -43,7 +43,7 @@ class HParamsSummary(Callback):
     even for a run that stopped early. Lightning itself writes none without a placeholder metric.
     """
 
-    METRICS = ("Accuracy/val", "Loss/val", "Accuracy/train", "Loss/train", "Accuracy/test", "Loss/test")
+    METRICS = ("Accuracy/val", "Loss/val", "Accuracy/train", "Loss/train", "Accuracy/test", "Loss/test", "Accuracy/test_tta")
 
     def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
         self._write(trainer, module)
@@ -116,7 +116,7 @@ class AugmentedImageGrid(Callback):
         if writer is not None:
             from torchvision.utils import make_grid
 
-            images = (batch[0][: self.count].float() * STD + MEAN).clamp(0, 1)
+            images = denormalize(batch[0][: self.count], getattr(trainer.datamodule, "normalization", "seed"))
             writer.add_image("Augmented training images", make_grid(images, nrow=8, padding=1), trainer.current_epoch)
 
 

@@ -104,6 +104,9 @@ class CifarCLI(LightningCLI):
         # warn about the mix, which is intended here.
         self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
+        # Test-time augmentation is a choice of evaluation: one asked for here beats the checkpoint's, whose
+        # hyperparameters LightningCLI applies next (before_instantiate_classes puts it back).
+        self.requested_tta = self.config[subcommand].model.tta if subcommand else "none"
         if subcommand and self.config[subcommand].get("ckpt_path"):
             # Before LightningCLI reads the checkpoint's hyperparameters, so a bad file gets a message.
             self._resolve_ckpt_path(self.config[subcommand])
@@ -121,7 +124,14 @@ class CifarCLI(LightningCLI):
             config.ckpt_path = str(newest_last_checkpoint(root))
             print(f"Resuming from {config.ckpt_path}", file=sys.stderr)
         if config.ckpt_path not in SPECIAL_CKPT_PATHS:
-            check_checkpoint(Path(config.ckpt_path), CIFARClassifier())
+            checkpoint = check_checkpoint(
+                Path(config.ckpt_path), lambda hparams: CIFARClassifier(network=hparams.get("network", "seed_cnn"))
+            )
+            # The network was trained on inputs normalised one way; evaluating it on others would be silently
+            # wrong. LightningCLI takes the model's hyperparameters from the checkpoint; this one follows them.
+            trained_with = (checkpoint.get("datamodule_hyper_parameters") or {}).get("normalization")
+            if trained_with is not None:
+                config.data.normalization = trained_with
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
@@ -138,6 +148,13 @@ class CifarCLI(LightningCLI):
         if precision.startswith("16") and not torch.cuda.is_available():
             # Lightning would quietly switch to bf16; say so instead of training other numerics than asked.
             raise UserError(f"--precision {precision} needs a GPU; on the CPU use --precision bf16-mixed")
+        if self.requested_tta != "none":
+            config.model.tta = self.requested_tta
+        if config.data.val_size == 0:
+            # Every training image is trained on: nothing to validate, and no "best" checkpoint to choose.
+            config.trainer.limit_val_batches = 0
+            config.checkpoint.monitor = None
+            config.checkpoint.filename = "epoch{epoch:02d}"
         ckpt_path = config.get("ckpt_path")
         if self.subcommand == "test" and not ckpt_path:
             raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. lightning_logs/version_0/checkpoints/last.ckpt")
@@ -158,6 +175,8 @@ def quiet_startup() -> None:
     warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
     # Epoch metrics come from torchmetrics' compute(), which has already gathered every process's counts.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('.*', ..., sync_dist=True\)`")
+    # Evaluating a checkpoint needs none of the callbacks that trained it (checkpointing, RNG state).
+    warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint")
     # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import SequentialSampler
 
 from lit_cifar import sources
-from lit_cifar.augment import AugmentBackend, normalize, seed_augmentation
+from lit_cifar.augment import AugmentBackend, Augmentation, Normalization, normalize, training_augmentation
 from lit_cifar.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -117,13 +117,18 @@ class CIFAR10DataModule(L.LightningDataModule):
         data_dir: Where CIFAR-10 is (any layout in ``lit_cifar.sources.ACCEPTED_LAYOUTS``) or is downloaded to.
         batch_size: Training batch size (the seed's 32).
         eval_batch_size: Batch size for validation and test; it changes speed, not results.
-        val_size: Training images held out for validation (CIFAR-10 has 50,000).
+        val_size: Training images held out for validation (CIFAR-10 has 50,000); 0 trains on all of them
+            and switches validation off.
         split_seed: Seed of the train/validation split, fixed apart from the training seed so runs compare on one split.
         train_per_class: Train on only this many images of each class (few-shot learning), drawn with
             ``split_seed`` from the training split; validation and test stay whole. None: all of them.
-        augment: The seed's flip, rotation, shear and scale on training batches; evaluation only normalises.
-        augment_backend: Who applies it: ``tensor`` (this project's batched code, fastest), ``kornia``,
-            or ``torchvision`` (the seed's own transforms image by image: exact, slowest).
+        augment: Augment training batches; evaluation only normalises.
+        augmentation: ``seed``: the seed's flip, rotation, shear and scale; ``crop_flip``: airbench's
+            random 2-pixel shift with reflected borders and alternating flip (for the speedrun's network).
+        augment_backend: Who applies the seed's augmentation: ``tensor`` (this project's batched code,
+            fastest), ``kornia``, or ``torchvision`` (the seed's own transforms image by image: exact, slowest).
+        normalization: Per-channel mean and std: ``seed`` (0.5 and 0.5) or ``cifar10`` (the training
+            set's own statistics, airbench's). A checkpoint remembers it, and evaluation takes it from there.
         download: Download the official archive when ``data_dir`` holds no CIFAR-10.
     """
 
@@ -136,19 +141,22 @@ class CIFAR10DataModule(L.LightningDataModule):
         split_seed: int = 0,
         train_per_class: int | None = None,
         augment: bool = True,
+        augmentation: Augmentation = "seed",
         augment_backend: AugmentBackend = "tensor",
+        normalization: Normalization = "seed",
         download: bool = True,
     ) -> None:
         super().__init__()
-        sizes = {"batch_size": batch_size, "eval_batch_size": eval_batch_size, "val_size": val_size}
-        for flag, value in {**sizes, "train_per_class": train_per_class or 1}.items():
-            if value < 1:
-                raise ConfigError(f"--data.{flag} must be at least 1, got {value}")
+        minimums = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "val_size": (val_size, 0)}
+        for flag, (value, minimum) in {**minimums, "train_per_class": (train_per_class or 1, 1)}.items():
+            if value < minimum:
+                raise ConfigError(f"--data.{flag} must be at least {minimum}, got {value}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.split_seed, self.train_per_class, self.download = split_seed, train_per_class, download
-        self.augmentation = seed_augmentation(augment_backend) if augment else None
+        self.augmentation = training_augmentation(augmentation, augment_backend) if augment else None
+        self.normalization = normalization
         self.splits: dict[str, Batch] = {}
 
     def prepare_data(self) -> None:
@@ -174,6 +182,11 @@ class CIFAR10DataModule(L.LightningDataModule):
             "test": (data.test_images, data.test_labels),
         }
         self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
+
+    def train_images(self, count: int) -> torch.Tensor:
+        """The first ``count`` training images, normalised and not augmented: what a data-dependent
+        initialisation (airbench's whitening layer) looks at."""
+        return normalize(self.splits["train"][0][:count], self.normalization)
 
     def _few_per_class(self, train: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``train_per_class`` indices of each class, the first ones of a seeded shuffle of ``train``."""
@@ -214,5 +227,5 @@ class CIFAR10DataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:
-            images = self.augmentation(images)
-        return normalize(images), labels
+            images = self.augmentation(images, self.trainer.current_epoch)
+        return normalize(images, self.normalization), labels

@@ -1,4 +1,5 @@
-"""The LightningModule: the seed's CNN trained on cross-entropy plus a weight penalty, with accuracy metrics."""
+"""The LightningModule: a network (the seed's CNN, or airbench's for the speedrun) trained on cross-entropy
+plus a weight penalty, with accuracy metrics, optional lookahead weight averaging and test-time augmentation."""
 
 from __future__ import annotations
 
@@ -13,21 +14,33 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_cifar.errors import ConfigError
-from lit_cifar.networks import SeedCNN
+from lit_cifar.networks import AirbenchNet, SeedCNN
 from lit_cifar.regularization import Regularization, penalized_weights, penalty
 from lit_cifar.sources import CLASSES
 
 
+Network = Literal["seed_cnn", "airbench"]
+TestTimeAugmentation = Literal["none", "flip", "flip_translate"]
+WHITENING_IMAGES = 5000  # training images whose 2x2 patches set airbench's whitening layer, as airbench does
+LOOKAHEAD_EVERY = 5  # optimizer steps between lookahead updates
+LOOKAHEAD_DECAY = 0.95**5  # the weight the average keeps at the end of the run, rising from 0 as (step/total)³
+
+
 class CIFARClassifier(L.LightningModule):
-    """SeedCNN with the seed's training objective and what it logged.
+    """A CIFAR-10 network with the seed's training objective and what the seed logged.
 
     TensorBoard gets, once per epoch and with the epoch as x-axis as in the seed: ``Loss/train``,
     ``Accuracy/train``, ``Loss/val``, ``Accuracy/val`` (and ``Loss/test``, ``Accuracy/test``).
     ``Loss/*`` is the cross-entropy alone, so train and validation curves compare like with like;
     the penalty is logged apart as ``Penalty/train`` and the optimised objective is their sum.
 
+    With ``tta`` on, validation and test also log ``Accuracy/val_tta`` and ``Accuracy/test_tta``: the
+    accuracy of the logits averaged over the augmented copies of each image, beside the plain one.
+
     Args:
-        dropout: Dropout probability before each linear layer (the seed used none).
+        network: ``seed_cnn`` (the seed's CNN) or ``airbench`` (airbench94's network: its whitening
+            layer is set from the first 5,000 training images when fitting starts).
+        dropout: Dropout probability before each linear layer of seed_cnn (the seed used none).
         regularization: Weight penalty added to the loss: none, l1 (lasso), l2 (ridge) or elastic_net.
         reg_lambda: Strength λ of the penalty.
         l1_ratio: Elastic net's share of L1: λ·(ratio·L1 + (1 − ratio)·L2).
@@ -41,10 +54,20 @@ class CIFARClassifier(L.LightningModule):
             GPU's tensor cores run convolutions faster that way (1.4x for an fp32 step on the 2-core CPU).
         compile_mode: ``torch.compile`` the network with this mode (``default``, ``max-autotune``, or
             ``reduce-overhead``: CUDA graphs, GPU only); ``none`` runs it eagerly.
+        norm_bias_lr_scale: Learning rate of the BatchNorm biases relative to the other weights (airbench
+            uses 64), with their weight decay divided by the same factor so the decay per step stays equal.
+        whitening_bias_epochs: airbench only: epochs during which the whitening layer's bias trains;
+            its filters never do.
+        lookahead: airbench's weight averaging: every 5 optimizer steps the weights are replaced by an
+            exponential moving average of themselves, whose memory grows from 0 to 0.95⁵ over the run,
+            and the run ends on the average.
+        tta: Test-time augmentation for validation and test: average the logits of each image with its
+            mirror (``flip``), and also with two copies shifted by one pixel diagonally (``flip_translate``).
     """
 
     def __init__(
         self,
+        network: Network = "seed_cnn",
         dropout: float = 0.0,
         regularization: Regularization = "none",
         reg_lambda: float = 1e-4,
@@ -54,8 +77,16 @@ class CIFARClassifier(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = True,
         compile_mode: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none",
+        norm_bias_lr_scale: float = 1.0,
+        whitening_bias_epochs: int = 3,
+        lookahead: bool = False,
+        tta: TestTimeAugmentation = "none",
     ) -> None:
         super().__init__()
+        if network not in get_args(Network):
+            raise ConfigError(f"--model.network must be one of {', '.join(get_args(Network))}, got {network!r}")
+        if network != "seed_cnn" and dropout:
+            raise ConfigError(f"--model.dropout applies to the seed_cnn network only; {network} has no dropout layers")
         if not 0 <= dropout < 1:
             raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}")
         if regularization not in get_args(Regularization):
@@ -66,8 +97,16 @@ class CIFARClassifier(L.LightningModule):
             raise ConfigError(f"--model.l1_ratio must be in [0, 1], got {l1_ratio}")
         if not 0 <= label_smoothing < 1:
             raise ConfigError(f"--model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if norm_bias_lr_scale <= 0:
+            raise ConfigError(f"--model.norm_bias_lr_scale must be above 0, got {norm_bias_lr_scale}")
         self.save_hyperparameters()
-        self.network = SeedCNN(num_classes=len(CLASSES), dropout=dropout)
+        if network == "airbench":
+            self.network: nn.Module = AirbenchNet(num_classes=len(CLASSES))
+        else:
+            self.network = SeedCNN(num_classes=len(CLASSES), dropout=dropout)
+        self.norm_bias_lr_scale, self.whitening_bias_epochs = norm_bias_lr_scale, whitening_bias_epochs
+        self.lookahead, self.tta = lookahead, tta
+        self.lookahead_average: list[torch.Tensor] | None = None
         self.regularization, self.reg_lambda, self.l1_ratio = regularization, reg_lambda, l1_ratio
         self.label_smoothing = label_smoothing
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -77,12 +116,16 @@ class CIFARClassifier(L.LightningModule):
         if compile_mode != "none":
             self.network.compile(mode=compile_mode)  # in place: the state_dict keys stay the plain ones
         self.train_metrics = stage_metrics(penalty=regularization != "none")
-        self.val_metrics, self.test_metrics = stage_metrics(confusion=True), stage_metrics(confusion=True)
+        self.val_metrics = stage_metrics(confusion=True, tta=tta != "none")
+        self.test_metrics = stage_metrics(confusion=True, tta=tta != "none")
         self.confusion: dict[str, torch.Tensor] = {}  # the last epoch's confusion matrix per stage, for the dashboard
 
     def setup(self, stage: str) -> None:
         if self.compile_mode == "reduce-overhead" and self.trainer.strategy.root_device.type != "cuda":
             raise ConfigError("--model.compile_mode reduce-overhead uses CUDA graphs and needs a GPU: drop it on the CPU")
+        # Before Lightning restores a checkpoint, so a resumed run keeps the whitening it was trained with.
+        if stage == "fit" and isinstance(self.network, AirbenchNet):
+            self.network.init_whitening(self.trainer.datamodule.train_images(WHITENING_IMAGES))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images.contiguous(memory_format=self.memory_format))
@@ -102,6 +145,46 @@ class CIFARClassifier(L.LightningModule):
         self.train_metrics["Penalty"].update(weight_penalty.detach())
         return loss + weight_penalty
 
+    def on_train_epoch_start(self) -> None:
+        if isinstance(self.network, AirbenchNet) and self.trainer.world_size == 1:
+            # Frozen for autograd, so the backward pass skips the gradient of the first conv group's input.
+            self.network.whiten.bias.requires_grad_(self.current_epoch < self.whitening_bias_epochs)
+
+    def on_after_backward(self) -> None:
+        frozen = self.current_epoch >= self.whitening_bias_epochs
+        if isinstance(self.network, AirbenchNet) and self.trainer.world_size > 1 and frozen:
+            # DDP expects the same parameters to get gradients every step: the gradient is dropped instead.
+            self.network.whiten.bias.grad = None
+
+    def on_train_start(self) -> None:
+        if self.lookahead and self.lookahead_average is None:
+            self.lookahead_average = [t.detach().clone() for t in self._averaged_tensors()]
+        elif self.lookahead:  # restored from a checkpoint, maybe onto another device
+            self.lookahead_average = [a.to(t.device) for a, t in zip(self.lookahead_average, self._averaged_tensors())]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not self.lookahead:
+            return
+        step, total = self.trainer.global_step, self.trainer.estimated_stepping_batches
+        if step % LOOKAHEAD_EVERY and step < total:
+            return
+        decay = 1.0 if step >= total else LOOKAHEAD_DECAY * (step / total) ** 3
+        with torch.no_grad():
+            for average, current in zip(self.lookahead_average, self._averaged_tensors()):
+                average.lerp_(current, 1 - decay)
+                current.copy_(average)
+
+    def _averaged_tensors(self) -> list[torch.Tensor]:
+        """Weights and BatchNorm statistics: every floating-point tensor of the network's state."""
+        return [t for t in self.network.state_dict().values() if t.is_floating_point()]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.lookahead_average is not None:
+            checkpoint["lookahead_average"] = self.lookahead_average
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.lookahead_average = checkpoint.get("lookahead_average")
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
 
@@ -113,7 +196,25 @@ class CIFARClassifier(L.LightningModule):
         logits = self(images)
         metrics["Loss"].update(F.cross_entropy(logits, labels), len(labels))
         metrics["Accuracy"].update(logits, labels)
+        if self.tta != "none":
+            logits = self.with_tta(images, logits)
+            metrics["AccuracyTTA"].update(logits, labels)
         metrics["Confusion"].update(logits, labels)
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of normalised images, with the test-time augmentation chosen."""
+        return self.with_tta(images, self(images)) if self.tta != "none" else self(images)
+
+    def with_tta(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (of ``images``) averaged with those of the augmented copies, as airbench does."""
+        mirrored = (logits.float() + self(images.flip(-1)).float()) / 2
+        if self.tta == "flip":
+            return mirrored
+        height, width = images.shape[-2:]
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        shifted = (padded[..., :height, :width], padded[..., 2:, 2:])
+        translated = sum((self(s).float() + self(s.flip(-1)).float()) / 4 for s in shifted)
+        return (mirrored + translated) / 2
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", self.train_metrics)
@@ -129,6 +230,9 @@ class CIFARClassifier(L.LightningModule):
             # compute() also gathers the counts of every process in multi-device runs.
             value = metric.compute()
             metric.reset()
+            if name == "AccuracyTTA":
+                self.log(f"Accuracy/{stage}_tta", value)
+                continue
             if name != "Confusion":
                 self.log(f"{name}/{stage}", value, prog_bar=name == "Accuracy")
                 continue
@@ -140,8 +244,23 @@ class CIFARClassifier(L.LightningModule):
             # the epoch, so the curves read per epoch as the seed drew them.
             self.log("step", float(self.current_epoch))
 
+    def parameter_groups(self) -> list[dict]:
+        """The trained parameters: one group, or two with the BatchNorm biases apart (norm_bias_lr_scale)."""
+        norms = {id(p) for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        trained = [p for p in self.network.parameters() if p.requires_grad]
+        if self.norm_bias_lr_scale == 1 or not norms:
+            return [{"params": trained}]
+        return [
+            {"params": [p for p in trained if id(p) not in norms]},
+            {"params": [p for p in trained if id(p) in norms], "norm_bias_lr_scale": self.norm_bias_lr_scale},
+        ]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer(self.parameter_groups())
+        for group in optimizer.param_groups:
+            if "norm_bias_lr_scale" in group:
+                group["lr"] *= group["norm_bias_lr_scale"]
+                group["weight_decay"] = group.get("weight_decay", 0.0) / group["norm_bias_lr_scale"]
         if self.scheduler is None:
             return optimizer
         # LightningCLI hands the schedule over as a functools.partial of its class and arguments.
@@ -151,7 +270,7 @@ class CIFARClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "Loss/val"}}
 
 
-def stage_metrics(penalty: bool = False, confusion: bool = False) -> nn.ModuleDict:
+def stage_metrics(penalty: bool = False, confusion: bool = False, tta: bool = False) -> nn.ModuleDict:
     """One stage's loss, accuracy (penalty, confusion matrix), accumulated on the device and read once per epoch.
 
     One set per stage, never shared. Updated directly rather than through ``self.log`` every step,
@@ -163,6 +282,8 @@ def stage_metrics(penalty: bool = False, confusion: bool = False) -> nn.ModuleDi
     }
     if penalty:
         metrics["Penalty"] = MeanMetric(nan_strategy="disable")
+    if tta:
+        metrics["AccuracyTTA"] = MulticlassAccuracy(num_classes=len(CLASSES), average="micro", validate_args=False)
     if confusion:  # rows: true class, columns: predicted class; per-class accuracy is its diagonal over row sums
         metrics["Confusion"] = MulticlassConfusionMatrix(num_classes=len(CLASSES), validate_args=False)
     return nn.ModuleDict(metrics)

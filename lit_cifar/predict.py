@@ -4,25 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lit_cifar.augment import normalize
+from lit_cifar.augment import Normalization, normalize
 from lit_cifar.errors import UserError
 from lit_cifar.module import CIFARClassifier
 from lit_cifar.sources import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES
 
 
-def load_classifier(ckpt_path: Path) -> CIFARClassifier:
+class Classifier(NamedTuple):
+    """A trained model and the input normalisation it was trained with (a data setting, kept in the checkpoint)."""
+
+    model: CIFARClassifier
+    normalization: Normalization
+
+
+def load_classifier(ckpt_path: Path) -> Classifier:
     if not ckpt_path.is_file():
         raise UserError(f"--ckpt_path {ckpt_path}: no such file")
     try:
         model = CIFARClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+        data_hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
     except Exception as err:
         raise UserError(f"{ckpt_path} is not a lit_cifar checkpoint ({type(err).__name__}: {err})") from err
-    return model.eval()
+    return Classifier(model.eval(), data_hparams.get("normalization", "seed"))
 
 
 def image_files(paths: list[Path]) -> Iterator[Path]:
@@ -47,8 +56,9 @@ def read_image(path: Path) -> torch.Tensor:
 
 
 @torch.no_grad()
-def class_probabilities(model: CIFARClassifier, image: torch.Tensor) -> torch.Tensor:
-    return model(normalize(image[None])).float().softmax(dim=1)[0]
+def class_probabilities(classifier: Classifier, image: torch.Tensor) -> torch.Tensor:
+    """Softmax of the logits, with the model's test-time augmentation if it has one."""
+    return classifier.model.predict_logits(normalize(image[None], classifier.normalization)).float().softmax(dim=1)[0]
 
 
 def top_classes(probabilities: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:

@@ -17,8 +17,8 @@ Regularization = Literal["none", "l1", "l2", "elastic_net"]
 
 
 def penalized_weights(module: nn.Module) -> list[torch.Tensor]:
-    """Every parameter with two or more dimensions: weights and kernels, not biases or norm scales."""
-    return [p for p in module.parameters() if p.ndim >= 2]
+    """Every trained parameter with two or more dimensions: weights and kernels, not biases or norm scales."""
+    return [p for p in module.parameters() if p.ndim >= 2 and p.requires_grad]
 
 
 def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:

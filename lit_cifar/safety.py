@@ -5,6 +5,7 @@ last run, checkpoints checked before use, a stop on a non-finite loss, log folde
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,12 @@ def newest_last_checkpoint(log_root: Path) -> Path:
     return max(candidates, key=lambda path: path.stat().st_mtime_ns)
 
 
-def check_checkpoint(path: Path, module: torch.nn.Module) -> None:
-    """Refuse, with a message, a file that is not a checkpoint of this model, before Lightning trips over it."""
+def check_checkpoint(path: Path, model_for: Callable[[dict], torch.nn.Module]) -> dict:
+    """Refuse, with a message, a file that is not a checkpoint of this model, before Lightning trips over it.
+
+    ``model_for`` builds the model the checkpoint's hyperparameters describe, whose weights it must match.
+    Returns the checkpoint.
+    """
     if not path.is_file():
         raise UserError(f"--ckpt_path {path}: no such file")
     try:
@@ -91,33 +96,38 @@ def check_checkpoint(path: Path, module: torch.nn.Module) -> None:
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    try:
+        module = model_for(checkpoint.get("hyper_parameters") or {})
+    except (TypeError, UserError) as err:
+        raise UserError(f"{path} is a checkpoint of another model: its hyperparameters do not fit this one ({err})") from err
     expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items() if name.startswith("network.")}
     found = {name: tuple(tensor.shape) for name, tensor in state.items() if name.startswith("network.")}
     if expected != found:
         raise UserError(f"{path} is a checkpoint of another model: its network's weights do not match this one's")
+    return checkpoint
 
 
 class StopOnNonFiniteLoss(Callback):
     """Stops the run with a clear message when the training loss becomes NaN or infinite.
 
-    Each step's check stays on the device (no host sync); the flag is read every ``check_every_n_steps``
-    steps, at the end of every epoch, and before every checkpoint is written, so a checkpoint
-    never holds the weights of a diverged run: the last one written before it is kept.
+    Each step only copies its loss into a small buffer on the device (one tensor op, no host sync);
+    the buffer is read every ``check_every_n_steps`` steps, at the end of every epoch, and before
+    every checkpoint is written, so a checkpoint never holds the weights of a diverged run: the last
+    one written before it is kept.
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
         self.check_every_n_steps = check_every_n_steps
-        self.seen: torch.Tensor | None = None
+        self.losses: torch.Tensor | None = None
+        self.steps: list[int] = []  # the global step of each loss in the buffer
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        loss = outputs["loss"].detach().float()
-        if self.seen is None:
-            # [any non-finite so far, its step, its value, steps counted]
-            self.seen = torch.tensor([0.0, -1.0, 0.0, float(trainer.global_step - 1)], device=loss.device)
-        self.seen[3] += 1
-        first = ~torch.isfinite(loss) & (self.seen[0] == 0)
-        self.seen[:3] = torch.where(first, torch.stack([torch.ones_like(loss), self.seen[3], loss]), self.seen[:3])
-        if trainer.global_step % self.check_every_n_steps == 0:
+        loss = outputs["loss"].detach()
+        if self.losses is None:
+            self.losses = torch.zeros(self.check_every_n_steps, device=loss.device)
+        self.losses[len(self.steps)] = loss
+        self.steps.append(trainer.global_step)
+        if len(self.steps) == self.check_every_n_steps:
             self.check()
 
     def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
@@ -127,12 +137,17 @@ class StopOnNonFiniteLoss(Callback):
         self.check()
 
     def check(self) -> None:
-        if self.seen is None or not self.seen[0]:
+        if not self.steps:
             return
-        step, value = int(self.seen[1]), float(self.seen[2])
+        losses, steps = self.losses[: len(self.steps)], self.steps
+        self.steps = []
+        non_finite = (~torch.isfinite(losses)).nonzero()
+        if not len(non_finite):
+            return
+        first = int(non_finite[0])
         raise NonFiniteLossError(
-            f"the training loss became {value} at step {step}, so training stopped. The usual cause is a "
-            "learning rate that is too high (--model.optimizer.lr, or max_lr of a schedule) or a penalty "
+            f"the training loss became {float(losses[first])} at step {steps[first]}, so training stopped. The usual "
+            "cause is a learning rate that is too high (--model.optimizer.lr, or max_lr of a schedule) or a penalty "
             "that is too strong (--model.reg_lambda); lower it and resume from the last checkpoint, which "
             "was written before the loss diverged"
         )

@@ -22,13 +22,13 @@ def main() -> None:
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
     args = parser.parse_args()
     try:
-        model = load_classifier(args.ckpt_path)
+        classifier = load_classifier(args.ckpt_path)
     except UserError as err:
         sys.exit(f"error: {err}")
     failed = False
     for path in image_files(args.images):
         try:
-            top = top_classes(class_probabilities(model, read_image(path)))
+            top = top_classes(class_probabilities(classifier, read_image(path)))
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             failed = True

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lit_cifar.augment import normalize, seed_affine_matrices, seed_augment, seed_augmentation, warp
+from lit_cifar.augment import normalize, seed_affine_matrices, seed_augment, training_augmentation, warp
 
 
 def test_augmentation_keeps_shape_and_gives_floats_in_unit_range():
@@ -53,7 +53,7 @@ def test_evaluation_only_normalizes_and_is_deterministic():
 def test_every_backend_gives_per_image_augmentation_in_unit_range(backend):
     torch.manual_seed(0)
     one = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    out = seed_augmentation(backend)(one.expand(16, -1, -1, -1).contiguous())
+    out = training_augmentation("seed", backend)(one.expand(16, -1, -1, -1).contiguous(), 0)
     assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     assert len({tuple(o.flatten().tolist()) for o in out}) == 16

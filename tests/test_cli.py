@@ -145,8 +145,8 @@ def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir
     )
     assert bench.returncode == 0, bench.stderr
     results = json.loads((out / "benchmark.json").read_text())
-    assert [r["recipe"] for r in results] == ["seed_loop", "seed", "seed_bf16", "fast"]
+    assert [r["recipe"] for r in results] == ["seed_loop", "seed", "seed_bf16", "fast", "speedrun"]
     for result in results:
         assert result["epochs"] == 1 and result["images_per_second"] > 0 and 0 <= result["final_test_accuracy"] <= 1
     table = (out / "benchmark.md").read_text()
-    assert table.count("\n") == 6 and "speed vs seed loop" in table
+    assert table.count("\n") == 7 and "speed vs seed loop" in table

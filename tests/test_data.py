@@ -46,10 +46,10 @@ def test_batches_cover_every_image_once():
     assert [len(b) for _, b in TensorBatches(images, labels, 4, SequentialSampler(range(10)))] == [4, 4, 2]
 
 
-@pytest.mark.parametrize("flag", ["batch_size", "eval_batch_size", "val_size"])
-def test_sizes_below_one_name_their_flag(flag):
-    with pytest.raises(ConfigError, match=f"--data.{flag} must be at least 1, got 0"):
-        CIFAR10DataModule(**{flag: 0})
+@pytest.mark.parametrize(("flag", "minimum"), [("batch_size", 1), ("eval_batch_size", 1), ("val_size", 0)])
+def test_sizes_below_their_minimum_name_their_flag(flag, minimum):
+    with pytest.raises(ConfigError, match=f"--data.{flag} must be at least {minimum}, got {minimum - 1}"):
+        CIFAR10DataModule(**{flag: minimum - 1})
 
 
 def test_validation_set_larger_than_the_training_set(python_data_dir):
