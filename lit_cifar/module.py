@@ -86,7 +86,9 @@ class CIFARClassifier(L.LightningModule):
         if network not in get_args(Network):
             raise ConfigError(f"--model.network must be one of {', '.join(get_args(Network))}, got {network!r}")
         if network != "seed_cnn" and dropout:
-            raise ConfigError(f"--model.dropout applies to the seed_cnn network only; {network} has no dropout layers")
+            raise ConfigError(
+                f"--model.dropout applies to the seed_cnn network only ({network} has no dropout layers): leave it at 0"
+            )
         if not 0 <= dropout < 1:
             raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}")
         if regularization not in get_args(Regularization):
@@ -125,6 +127,11 @@ class CIFARClassifier(L.LightningModule):
             raise ConfigError("--model.compile_mode reduce-overhead uses CUDA graphs and needs a GPU: drop it on the CPU")
         # Before Lightning restores a checkpoint, so a resumed run keeps the whitening it was trained with.
         if stage == "fit" and isinstance(self.network, AirbenchNet):
+            if not hasattr(self.trainer.datamodule, "train_images"):
+                raise ConfigError(
+                    "--model.network airbench sets its first layer from the training images: fit it with "
+                    "lit_cifar's CIFAR10DataModule, or a datamodule with its train_images(count) method"
+                )
             self.network.init_whitening(self.trainer.datamodule.train_images(WHITENING_IMAGES))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
