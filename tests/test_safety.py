@@ -163,3 +163,14 @@ def test_two_process_ddp_on_the_cpu_logs_the_accuracy_of_its_checkpoint(learnabl
     model = CIFARClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     (single,) = cli.trainer.validate(model, cli.datamodule, verbose=False)
     assert single["Accuracy/val"] == pytest.approx(logged, abs=1e-6)
+
+
+def test_two_process_ddp_trains_the_speedrun_past_its_whitening_bias_freeze(learnable_data_dir, tmp_path):
+    # Under DDP the frozen bias's gradient is dropped rather than its requires_grad switched off,
+    # which DDP would refuse at the next step.
+    run = fit(learnable_data_dir, tmp_path, "--config", str(ROOT / "configs" / "speedrun.yaml"), "--data.val_size", "0",
+              "--data.batch_size", "8", "--trainer.max_steps", "12", "--model.whitening_bias_epochs", "1", "--trainer.strategy", "ddp",
+              "--trainer.devices", "2", "--trainer.accelerator", "cpu")
+    assert run.returncode == 0, run.stderr
+    checkpoint = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 12 and checkpoint["epoch"] == 2  # 30 images per process: 4 steps per epoch
