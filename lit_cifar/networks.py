@@ -64,6 +64,7 @@ class AirbenchNet(nn.Module):
     A frozen 2×2 convolution whose filters whiten the image patches (set from data by
     ``init_whitening``; its bias trains), three ConvGroups of widths 64/256/256, a 3×3 max-pool to
     one pixel, and a linear layer whose output is scaled by 1/9. 1.97M parameters.
+    ``batchnorm_momentum`` is torch's (the weight of the new batch): airbench's 0.6 is the weight kept.
     """
 
     def __init__(
