@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from lit_cifar.data import CIFAR10DataModule
+from lit_cifar.data import CIFAR10DataModule, trained_normalization
 from lit_cifar.errors import UserError
 from lit_cifar.module import CIFARClassifier
 from lit_cifar.safety import AtomicCheckpointIO, RNGState, StopOnNonFiniteLoss, check_checkpoint, newest_last_checkpoint
@@ -129,7 +129,7 @@ class CifarCLI(LightningCLI):
             )
             # The network was trained on inputs normalised one way; evaluating it on others would be silently
             # wrong. LightningCLI takes the model's hyperparameters from the checkpoint; this one follows them.
-            trained_with = (checkpoint.get("datamodule_hyper_parameters") or {}).get("normalization")
+            trained_with = trained_normalization(checkpoint)
             if trained_with is not None:
                 config.data.normalization = trained_with
 

@@ -110,6 +110,14 @@ class TensorBatches:
                 self.resume = (state["epoch"], state["trained"])
 
 
+def trained_normalization(checkpoint: dict) -> Normalization | None:
+    """The input normalisation the data module of a checkpoint's run used (None: the checkpoint does not say).
+
+    Lightning keeps a data module's hyperparameters in the checkpoint beside the model's.
+    """
+    return (checkpoint.get("datamodule_hyper_parameters") or {}).get("normalization")
+
+
 class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 with a seeded train/validation split of the training set; the official test split stays for ``test``.
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lit_cifar.augment import Normalization, normalize
+from lit_cifar.data import trained_normalization
 from lit_cifar.errors import UserError
 from lit_cifar.module import CIFARClassifier
 from lit_cifar.sources import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES
@@ -28,10 +29,10 @@ def load_classifier(ckpt_path: Path) -> Classifier:
         raise UserError(f"--ckpt_path {ckpt_path}: no such file")
     try:
         model = CIFARClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-        data_hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+        normalization = trained_normalization(torch.load(ckpt_path, map_location="cpu", weights_only=True))
     except Exception as err:
         raise UserError(f"{ckpt_path} is not a lit_cifar checkpoint ({type(err).__name__}: {err})") from err
-    return Classifier(model.eval(), data_hparams.get("normalization", "seed"))
+    return Classifier(model.eval(), normalization or "seed")
 
 
 def image_files(paths: list[Path]) -> Iterator[Path]:

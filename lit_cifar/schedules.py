@@ -29,9 +29,12 @@ class TriangularLR(LambdaLR):
         last_epoch: int = -1,
     ) -> None:
         if not total_steps or total_steps < 1:
-            raise ConfigError(f"TriangularLR needs total_steps of at least 1, got {total_steps}")
+            raise ConfigError(
+                f"TriangularLR needs --model.scheduler.total_steps of at least 1 (left unset, the model fills in the "
+                f"run's step count), got {total_steps}"
+            )
         if not 0 < peak < 1:
-            raise ConfigError(f"TriangularLR's peak is a fraction of the run in (0, 1), got {peak}")
+            raise ConfigError(f"--model.scheduler.peak is a fraction of the run in (0, 1), got {peak}")
         peak_step = max(1, int(peak * total_steps))
 
         def factor(step: int) -> float:
