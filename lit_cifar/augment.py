@@ -22,6 +22,7 @@ with reflected borders and an alternating flip, one gather per batch), and the n
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -64,21 +65,30 @@ def _statistics(normalization: Normalization, device: torch.device) -> tuple[tor
     return tuple(torch.tensor(values, device=device).view(1, -1, 1, 1) for values in NORMALIZATION[normalization])
 
 
-def seed_affine_matrices(n: int, device: torch.device | None = None) -> torch.Tensor:
-    """Per-image forward maps (n, 2, 2) in centred coordinates: scale·shear · rotation · flip.
+@functools.cache
+def _parameter_ranges(device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, width) of the seed's four random parameters: a coin for the flip, the rotation and the
+    shear angle in radians, the scale."""
+    low = torch.tensor([0.0, -math.radians(MAX_ROTATION), -math.radians(MAX_SHEAR), SCALE[0]], device=device)
+    high = torch.tensor([1.0, math.radians(MAX_ROTATION), math.radians(MAX_SHEAR), SCALE[1]], device=device)
+    return low, high - low
 
-    Written out element by element rather than as three matrix products: a third of the small
-    tensor operations, which is what a batch of 32 costs on the CPU.
+
+def seed_sampling_maps(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """Per-image maps (n, 2, 2) from output to input pixel positions, in centred coordinates.
+
+    The seed's transform maps input to output by scale·shear·rotation·flip; ``grid_sample`` asks
+    the inverse, where each output pixel reads. It is drawn in inverse form,
+    flip · rotation(−angle) · shear(−s) / scale, written out element by element: a handful of
+    tensor operations on n numbers, which is what a batch of 32 costs on the CPU.
     """
-    draw = lambda: torch.rand(n, device=device)  # noqa: E731
-    flip = torch.where(draw() < 0.5, -1.0, 1.0)
-    angle = torch.deg2rad((draw() * 2 - 1) * MAX_ROTATION)
-    shear = torch.tan(torch.deg2rad((draw() * 2 - 1) * MAX_SHEAR))
-    zoom = SCALE[0] + (SCALE[1] - SCALE[0]) * draw()
-    cos, sin = angle.cos(), angle.sin()
-    # [[1, shear], [0, 1]] @ [[cos, -sin], [sin, cos]] @ [[flip, 0], [0, 1]]
-    entries = torch.stack([flip * (cos + shear * sin), shear * cos - sin, flip * sin, cos], -1)
-    return entries.mul_(zoom[:, None]).view(n, 2, 2)
+    low, width = _parameter_ranges(device)
+    coin, angle, shear_angle, scale = torch.rand(n, 4, device=device).mul_(width).add_(low).unbind(1)
+    flip = torch.where(coin < 0.5, -1.0, 1.0)
+    cos, sin, shear = angle.cos(), angle.sin(), shear_angle.tan()
+    # [[flip, 0], [0, 1]] @ [[cos, sin], [-sin, cos]] @ [[1, -shear], [0, 1]] / scale
+    entries = torch.stack([flip * cos, flip * (sin - cos * shear), -sin, cos + sin * shear], -1)
+    return entries.div_(scale[:, None]).view(n, 2, 2)
 
 
 @functools.cache
@@ -88,21 +98,18 @@ def _pixel_centres(height: int, width: int, device: torch.device) -> torch.Tenso
     return F.affine_grid(identity, [1, 1, height, width], align_corners=False).view(-1, 2)
 
 
-def warp(images: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
-    """Apply centred linear maps (n, 2, 2) to float images (n, c, h, w), nearest sampling, black outside.
-
-    ``grid_sample`` asks, for every output pixel, where to read in the input: the inverse map.
-    """
+def warp(images: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
+    """Resample float images (n, c, h, w) through maps (n, 2, 2) from output to input positions,
+    nearest neighbour, black outside."""
     n, _, height, width = images.shape
-    inverse = torch.linalg.inv(forward)
-    grid = _pixel_centres(height, width, images.device) @ inverse.transpose(1, 2)  # (n, h·w, 2)
+    grid = _pixel_centres(height, width, images.device) @ sampling.transpose(1, 2)  # (n, h·w, 2)
     return F.grid_sample(images, grid.view(n, height, width, 2), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def seed_augment(images: torch.Tensor) -> torch.Tensor:
     """uint8 batch (n, 3, h, w) → augmented float batch in [0, 1], new random parameters per image."""
     pixels = images.float().div_(255)
-    return warp(pixels, seed_affine_matrices(len(images), device=images.device))
+    return warp(pixels, seed_sampling_maps(len(images), device=images.device))
 
 
 def kornia_seed_augmentation() -> Callable[[torch.Tensor], torch.Tensor]:

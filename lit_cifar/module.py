@@ -13,11 +13,13 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from lit_cifar.cpu import configure_cpu_training
 from lit_cifar.errors import ConfigError
 from lit_cifar.networks import AirbenchNet, SeedCNN
 from lit_cifar.regularization import Regularization, penalized_weights, penalty
 from lit_cifar.sources import CLASSES
 
+configure_cpu_training()  # on import, before torch starts its worker threads
 
 Network = Literal["seed_cnn", "airbench"]
 TestTimeAugmentation = Literal["none", "flip", "flip_translate"]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lit_cifar.augment import normalize, seed_affine_matrices, seed_augment, training_augmentation, warp
+from lit_cifar.augment import normalize, seed_augment, seed_sampling_maps, training_augmentation, warp
 
 
 def test_augmentation_keeps_shape_and_gives_floats_in_unit_range():
@@ -23,7 +23,7 @@ def test_each_image_gets_its_own_parameters():
 
 def test_parameters_follow_the_seed_distributions():
     torch.manual_seed(0)
-    maps = seed_affine_matrices(20_000)
+    maps = torch.linalg.inv(seed_sampling_maps(20_000))  # the forward maps, input to output
     det = torch.linalg.det(maps)  # flip·rotation·shear have |det| 1: |det| = scale²
     scale = det.abs().sqrt()
     assert 0.8 <= scale.min() and scale.max() <= 1.2

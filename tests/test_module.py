@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -52,3 +55,17 @@ def test_pooling_before_relu_computes_the_seeds_function():
     x = net.pool(torch.relu(net.conv2(x)))
     seed_logits = net.fc2(torch.relu(net.fc1(x.flatten(1))))
     assert torch.equal(net(images), seed_logits)
+
+
+def test_importing_the_module_sets_the_process_up_for_cpu_training():
+    # In a fresh process, as the scripts run: every worker thread torch starts must flush denormals
+    # (a multi-threaded op on them gives zeros), and without a GPU the per-step NVML probe is off.
+    probe = (
+        "import os, torch, lit_cifar.module\n"
+        "denormals = torch.full((1 << 22,), 1e-39)\n"
+        "print((denormals * 0.5).count_nonzero().item(), os.environ['PYTORCH_NVML_BASED_CUDA_CHECK'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    nonzero, nvml_check = result.stdout.split()
+    assert nonzero == "0"
+    assert nvml_check == ("1" if torch.cuda.is_available() else "0")
