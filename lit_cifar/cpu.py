@@ -16,8 +16,8 @@ def configure_cpu_training() -> None:
 
     Denormals: Adam's running averages of weights that get no gradient for a while (inputs or
     units a ReLU keeps at zero) shrink by a constant factor every step until they are denormal
-    floats, and stay there; the CPU computes on denormals many times slower. Three epochs into the
-    seed's recipe, 76% of fc1's first moments were denormal. Flushing them changes no value above
+    floats, and stay there; the CPU computes on denormals many times slower. Three epochs into
+    seed_bf16.yaml, 76% of fc1's first moments were denormal. Flushing them changes no value above
     1.2e-38. It must happen before torch starts its worker threads: each takes the setting of the
     thread that starts it, and a later call reaches none of them.
 
