@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import tiny_split, write_python_dir
+from lit_cifar.callbacks import ConfusionFigure
 from lit_cifar.cli import main
 from lit_cifar.predict import class_probabilities, load_classifier, read_image
 
@@ -56,6 +58,16 @@ def test_dashboard_images_histograms_and_scalars(trained):
         assert tag in tags["scalars"], tag
     assert "hp_metric" not in tags["scalars"]
     assert [e.step for e in run.Scalars("Sparsity/all")] == [0, 1]
+
+
+def test_confusion_figure_redrawn_for_a_new_epoch_equals_a_fresh_one():
+    matrices = torch.randint(0, 500, (2, 10, 10), generator=torch.Generator().manual_seed(0))
+    reused = ConfusionFigure()
+    reused.draw(matrices[0], "val, epoch 0")
+    redrawn = reused.draw(matrices[1], "val, epoch 1")
+    fresh = ConfusionFigure().draw(matrices[1], "val, epoch 1")
+    assert redrawn.shape == (3, 600, 700) and redrawn.dtype == np.uint8
+    assert np.array_equal(redrawn, fresh)  # nothing of the first epoch's numbers or title is left
 
 
 def test_plot_curves_writes_a_png_for_one_and_for_two_runs(trained, tmp_path):
