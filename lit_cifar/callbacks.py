@@ -122,8 +122,9 @@ class ConfusionMatrixImage(Callback):
         writer = tensorboard(trainer)
         matrix = getattr(module, "confusion", {}).get(stage)
         if writer is not None and matrix is not None:
-            figure = self.figures.setdefault(stage, ConfusionFigure())
-            image = figure.draw(matrix, f"{stage}, epoch {trainer.current_epoch}")
+            if stage not in self.figures:
+                self.figures[stage] = ConfusionFigure()
+            image = self.figures[stage].draw(matrix, f"{stage}, epoch {trainer.current_epoch}")
             writer.add_image(f"ConfusionMatrix/{stage}", image, trainer.current_epoch)
 
 
