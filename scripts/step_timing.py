@@ -3,9 +3,9 @@
     python scripts/step_timing.py                 # on the GPU if there is one, else on the CPU
     python scripts/step_timing.py --steps 100
 
-For batch 32 in fp32 (seed.yaml), batch 32 in bf16 with channels_last (seed_bf16.yaml) and batch
-128 in bf16 with channels_last (fast.yaml), on random uint8 data held on the device, it prints the
-milliseconds per step of: cutting and augmenting a batch (the seed's augmentation, normalised),
+For batch 32 in fp32 in the seed's NCHW layout and in channels_last (seed.yaml), batch 32 in bf16
+with channels_last (seed_bf16.yaml) and batch 128 likewise (fast.yaml), on random uint8 data held
+on the device, it prints the milliseconds per step of: cutting and augmenting a batch (the seed's augmentation, normalised),
 forward and backward, the fused Adam step, and all of them together. A recipe's step inside
 Lightning costs this plus the trainer's own work; on a GPU these pieces are bound by kernel
 launches, not arithmetic, so this is what an eager loop cannot go below (docs/benchmarks.md).
@@ -24,7 +24,7 @@ from lit_cifar.augment import normalize, seed_augment
 from lit_cifar.cpu import configure_cpu_training
 from lit_cifar.networks import SeedCNN
 
-SETTINGS = ((32, False), (32, True), (128, True))  # (batch size, bf16 autocast + channels_last)
+SETTINGS = ((32, False, False), (32, False, True), (32, True, True), (128, True, True))  # (batch, bf16, channels_last)
 
 
 def milliseconds_per_call(function: Callable[[], object], calls: int, device: torch.device) -> float:
@@ -40,10 +40,10 @@ def milliseconds_per_call(function: Callable[[], object], calls: int, device: to
     return (time.perf_counter() - start) / calls * 1e3
 
 
-def time_pieces(batch_size: int, bf16: bool, steps: int, device: torch.device) -> dict[str, float]:
+def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, device: torch.device) -> dict[str, float]:
     images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (50_000,), device=device)
-    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     network = SeedCNN().to(device, memory_format=memory_format)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, fused=True)
     index = torch.randint(0, 50_000, (batch_size,), device=device)
@@ -53,7 +53,8 @@ def time_pieces(batch_size: int, bf16: bool, steps: int, device: torch.device) -
 
     def forward_backward(batch: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(network(batch.contiguous(memory_format=memory_format)), labels.index_select(0, index), label_smoothing=0.1)
+            logits = network(batch.contiguous(memory_format=memory_format))
+            loss = F.cross_entropy(logits, labels.index_select(0, index), label_smoothing=0.1)
         loss.backward()
 
     def whole_step() -> None:
@@ -77,13 +78,14 @@ def main() -> None:
     configure_cpu_training()  # as a recipe runs: before torch starts its worker threads
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
-    for row, (batch_size, bf16) in enumerate(SETTINGS):
-        times = time_pieces(batch_size, bf16, args.steps, device)
+    for row, (batch_size, bf16, channels_last) in enumerate(SETTINGS):
+        times = time_pieces(batch_size, bf16, channels_last, args.steps, device)
         if row == 0:
-            print("| batch | precision | " + " | ".join(times) + " |")
-            print("| --- " * (len(times) + 2) + "|")
-        precision = "bf16 + channels_last" if bf16 else "fp32"
-        print(f"| {batch_size} | {precision} | " + " | ".join(f"{ms:.3f} ms" for ms in times.values()) + " |", flush=True)
+            print("| batch | precision | layout | " + " | ".join(times) + " |")
+            print("| --- " * (len(times) + 3) + "|")
+        precision, layout = "bf16" if bf16 else "fp32", "channels_last" if channels_last else "NCHW"
+        cells = " | ".join(f"{ms:.3f} ms" for ms in times.values())
+        print(f"| {batch_size} | {precision} | {layout} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
