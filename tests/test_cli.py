@@ -154,3 +154,13 @@ def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir
         assert result["epochs"] == 1 and result["images_per_second"] > 0 and 0 <= result["final_test_accuracy"] <= 1
     table = (out / "benchmark.md").read_text()
     assert table.count("\n") == 7 and "speed vs seed loop" in table
+
+
+def test_step_timing_prints_a_row_per_setting(tmp_path):
+    timing = run_script("step_timing.py", "--steps", "1", cwd=tmp_path)
+    assert timing.returncode == 0, timing.stderr
+    rows = [line for line in timing.stdout.splitlines() if line.startswith("| 32 ") or line.startswith("| 128 ")]
+    assert len(rows) == 4
+    for row in rows:
+        milliseconds = [float(cell.split()[0]) for cell in row.strip("| ").split(" | ")[3:]]
+        assert len(milliseconds) == 4 and all(ms > 0 for ms in milliseconds)
