@@ -70,7 +70,7 @@ class ConfusionFigure:
 
     Built once and redrawn with each epoch's numbers, its layout computed on the first draw only:
     every validation epoch waits for this drawing, and reusing the figure roughly halves it
-    (270 to 150 ms on the 2-core CPU, docs/benchmarks.md).
+    (about 260 to 125 ms on the 2-core CPU, docs/benchmarks.md).
     """
 
     def __init__(self) -> None:
