@@ -69,3 +69,53 @@ def test_importing_the_module_sets_the_process_up_for_cpu_training():
     nonzero, nvml_check = result.stdout.split()
     assert nonzero == "0"
     assert nvml_check == ("1" if torch.cuda.is_available() else "0")
+
+
+def test_importing_the_module_keeps_freed_memory_for_the_next_step():
+    # glibc's defaults hand the step's freed activation blocks back to the kernel: measured 1,600
+    # page faults per fp32 step of SeedCNN at batch 32 here; kept for reuse, about 20.
+    probe = (
+        "import resource, torch, torch.nn.functional as F, lit_cifar.module\n"
+        "from lit_cifar.networks import SeedCNN\n"
+        "net = SeedCNN().to(memory_format=torch.channels_last)\n"
+        "optimizer = torch.optim.Adam(net.parameters())\n"
+        "images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))\n"
+        "def step():\n"
+        "    F.cross_entropy(net(images), labels).backward(); optimizer.step(); optimizer.zero_grad()\n"
+        "for _ in range(5): step()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(20): step()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert float(result.stdout) < 200
+
+
+def test_training_metrics_taken_once_per_epoch_are_means_over_images_and_steps():
+    # Batches of unequal size: Loss/train is the mean over images, Penalty/train the mean over steps.
+    classifier = CIFARClassifier(regularization="l2")
+    generator = torch.Generator().manual_seed(0)
+    losses, correct, penalties = [], 0, []
+    for size in (7, 3, 5):
+        logits, labels = torch.randn(size, 10, generator=generator), torch.randint(0, 10, (size,), generator=generator)
+        losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
+        correct += (logits.argmax(1) == labels).sum()
+        penalties.append(torch.rand((), generator=generator))
+        classifier.train_steps.append((losses[-1], logits.argmax(1), labels, penalties[-1]))
+    classifier._update_train_metrics()
+    metrics = {name: metric.compute() for name, metric in classifier.train_metrics.items()}
+    assert torch.allclose(metrics["Loss"], torch.cat(losses).mean())
+    assert metrics["Accuracy"] == correct / 15
+    assert torch.allclose(metrics["Penalty"], torch.stack(penalties).mean())
+    assert classifier.train_steps == []
+
+
+def test_evaluation_loss_is_the_mean_over_images_across_unequal_batches():
+    classifier = CIFARClassifier().eval()
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(13, 3, 32, 32, generator=generator), torch.randint(0, 10, (13,), generator=generator)
+    with torch.no_grad():
+        for batch in ((images[:10], labels[:10]), (images[10:], labels[10:])):
+            classifier.validation_step(batch, 0)
+        expected = torch.nn.functional.cross_entropy(classifier(images), labels)
+    assert torch.allclose(classifier.val_metrics["Loss"].compute(), expected)
