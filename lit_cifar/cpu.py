@@ -47,11 +47,9 @@ def configure_cpu_training() -> None:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 
-def keep_freed_memory() -> bool:
-    """Tell glibc's allocator to keep freed blocks for reuse; False where the C library is not glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is None:
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+def keep_freed_memory() -> None:
+    """Tell glibc's allocator to keep freed blocks for reuse; nothing where the C library has no mallopt."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform.startswith("linux") else None
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
+        mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
