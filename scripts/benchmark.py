@@ -11,6 +11,10 @@ included), the time of the final test evaluation (with the recipe's test-time au
 fit time at which test accuracy first reached each target, final test accuracy,
 peak memory, and the speed against the seed's loop. Test accuracy is measured after every epoch
 outside the clock, as the seed did. Results go to the terminal and to OUT/benchmark.{json,md}.
+
+Before and after each row the parent process times a fixed plain training step (``machine_speed``
+in scripts/step_timing.py: seed_bf16's settings, no Lightning, on the GPU if there is one): on a
+shared machine whose speed drifts, those two readings tell a row run on a slow machine from slow code.
 """
 
 from __future__ import annotations
@@ -170,17 +174,19 @@ def markdown(results: list[dict]) -> str:
     seed = next((r for r in results if r["recipe"] == "seed_loop"), None)
     head = (
         "| recipe | device | epochs | s/epoch | images/s | first epoch s | fit s | final test eval s | to 72% s | to 90% s "
-        "| final test | best test | peak MiB | speed vs seed loop |"
+        "| final test | best test | peak MiB | speed vs seed loop | probe ms before / after |"
     )
     lines = [head, "|" + " --- |" * head.count(" | ") + " --- |"]
     for r in results:
         ratio = f"{r['images_per_second'] / seed['images_per_second']:.2f}x" if seed else "n/a"
         to = [f"{r['time_to_target'][t]:.0f}" if r["time_to_target"][t] is not None else "not reached" for t in ("72%", "90%")]
         test_seconds = f"{r['final_test_seconds']:.1f}" if r.get("final_test_seconds") is not None else "n/a"
+        probe = r["probe_ms"]
+        readings = f"{probe['before']:.2f} / {probe['after']:.2f}" if probe["before"] is not None else "n/a"
         lines.append(
             f"| {r['label']} | {r['device']} | {r['epochs']} | {r['seconds_per_epoch']:.1f} | {r['images_per_second']:.0f} "
             f"| {r['first_epoch_seconds']:.1f} | {r['fit_seconds']:.0f} | {test_seconds} | {to[0]} | {to[1]} "
-            f"| {r['final_test_accuracy']:.2%} | {r['best_test_accuracy']:.2%} | {r['peak_memory_mib']:.0f} | {ratio} |"
+            f"| {r['final_test_accuracy']:.2%} | {r['best_test_accuracy']:.2%} | {r['peak_memory_mib']:.0f} | {ratio} | {readings} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -194,13 +200,27 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a suffix for the recipe names in the table")
     parser.add_argument("--out", default="benchmark_results", help="folder for benchmark.json and benchmark.md")
     parser.add_argument("--verbose", action="store_true", help="show each run's own output")
+    parser.add_argument(
+        "--probe_steps", type=int, default=200, help="timed steps of the machine-speed reading before and after each row; 0: none"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result_file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.probe_steps < 0:
+        parser.error(f"--probe_steps must be at least 0, got {args.probe_steps}")
+
+    from step_timing import machine_speed
 
     from lit_cifar import sources
+    from lit_cifar.cpu import configure_cpu_training
+
+    configure_cpu_training()  # the readings are taken in this process, as a recipe runs
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def probe() -> float | None:
+        return machine_speed(args.probe_steps, device) if args.probe_steps else None
 
     sources.prepare(Path(args.data_dir), download=True)  # decode once, before any clock starts
     results = []
@@ -212,9 +232,10 @@ def main() -> None:
             command += ["--data_dir", str(Path(args.data_dir).resolve()), "--extra_args", args.extra_args, "--label", label]
             command += ["--quick"] if args.quick else []
             print(f"running {label} ...", flush=True)
+            before = probe()
             # Each child runs in the temporary folder, so its lightning_logs/ goes there.
             subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if not args.verbose else None)
-            results.append(json.loads(result_file.read_text()))
+            results.append({**json.loads(result_file.read_text()), "probe_ms": {"before": before, "after": probe()}})
             print(markdown(results).splitlines()[-1], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,8 @@ def milliseconds_per_call(function: Callable[[], object], calls: int, device: to
     return (time.perf_counter() - start) / calls * 1e3
 
 
-def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, device: torch.device) -> dict[str, float]:
+def step_pieces(batch_size: int, bf16: bool, channels_last: bool, device: torch.device) -> dict[str, Callable[[], object]]:
+    """One plain training step of SeedCNN on random uint8 data held on ``device``, and its pieces, ready to call."""
     images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (50_000,), device=device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -63,12 +64,27 @@ def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, de
         optimizer.zero_grad(set_to_none=True)
 
     fixed_batch = augmented_batch()
-    return {
-        "batch (cut, augment, normalise)": milliseconds_per_call(augmented_batch, steps, device),
-        "forward + backward": milliseconds_per_call(lambda: forward_backward(fixed_batch), steps, device),
-        "Adam step (fused)": milliseconds_per_call(optimizer.step, steps, device),
-        "whole step": milliseconds_per_call(whole_step, steps, device),
+    return {  # timed in this order: the Adam step after forward + backward has made the gradients
+        "batch (cut, augment, normalise)": augmented_batch,
+        "forward + backward": lambda: forward_backward(fixed_batch),
+        "Adam step (fused)": optimizer.step,
+        "whole step": whole_step,
     }
+
+
+def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, device: torch.device) -> dict[str, float]:
+    pieces = step_pieces(batch_size, bf16, channels_last, device)
+    return {name: milliseconds_per_call(piece, steps, device) for name, piece in pieces.items()}
+
+
+def machine_speed(steps: int, device: torch.device) -> float:
+    """Milliseconds per whole plain step with seed_bf16's settings (batch 32, bf16, channels_last).
+
+    The same work at every call: on a shared machine whose speed drifts within the hour, a reading
+    taken before and after a benchmark run says how fast the machine was while it ran
+    (``scripts/benchmark.py`` records both beside every row).
+    """
+    return milliseconds_per_call(step_pieces(32, True, True, device)["whole step"], steps, device)
 
 
 def main() -> None:

@@ -144,7 +144,7 @@ def test_every_shipped_config_parses(config):
 def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir, tmp_path):
     out = tmp_path / "results"
     bench = run_script(
-        "benchmark.py", "--data_dir", str(python_data_dir), "--quick", "--out", str(out),
+        "benchmark.py", "--data_dir", str(python_data_dir), "--quick", "--out", str(out), "--probe_steps", "1",
         "--extra_args", "--data.val_size 10 --data.download false", cwd=tmp_path,
     )
     assert bench.returncode == 0, bench.stderr
@@ -152,8 +152,19 @@ def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir
     assert [r["recipe"] for r in results] == ["seed_loop", "seed", "seed_bf16", "fast", "speedrun"]
     for result in results:
         assert result["epochs"] == 1 and result["images_per_second"] > 0 and 0 <= result["final_test_accuracy"] <= 1
+        assert result["probe_ms"]["before"] > 0 and result["probe_ms"]["after"] > 0
     table = (out / "benchmark.md").read_text()
-    assert table.count("\n") == 7 and "speed vs seed loop" in table
+    assert table.count("\n") == 7 and "speed vs seed loop" in table and "probe ms before / after" in table
+
+
+@pytest.mark.parametrize(
+    ("script", "flag", "message"),
+    [("benchmark.py", "--probe_steps", "--probe_steps must be at least 0"), ("step_timing.py", "--steps", "--steps must be at least 1")],
+)
+def test_timing_scripts_refuse_negative_step_counts(script, flag, message, tmp_path):
+    extra = ["--data_dir", str(tmp_path)] if script == "benchmark.py" else []
+    refused = run_script(script, *extra, flag, "-1", cwd=tmp_path)
+    assert refused.returncode == 2 and message in refused.stderr
 
 
 def test_step_timing_prints_a_row_per_setting(tmp_path):
