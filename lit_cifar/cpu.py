@@ -35,11 +35,11 @@ def configure_cpu_training() -> None:
     in a seed_bf16 step, up to a third of its time in a plain loop (docs/benchmarks.md). Keeping
     them in the heap removes the faults; the cost is that the process keeps its peak memory.
 
-    GPU probe: Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that asking whether CUDA is
-    available never initialises CUDA, which would break forked workers), and then every
-    ``torch.cuda.is_available()`` loads the NVIDIA management library anew. torch's Adam (and most
-    of its optimizers) ask on every step. Where there is no GPU there is nothing to protect, and the check that replaces it
-    is cached.
+    GPU probe: Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (Lightning-AI/pytorch-lightning
+    pull request 15110: asking whether CUDA is available then never initialises CUDA, which would
+    break forked workers), and then every ``torch.cuda.is_available()`` loads the NVIDIA
+    management library anew. torch's Adam (and most of its optimizers) ask on every step. Where
+    there is no GPU there is nothing to protect, and the check that replaces it is cached.
     """
     torch.set_flush_denormal(True)
     keep_freed_memory()
