@@ -110,14 +110,20 @@ def test_predict_gives_probabilities_and_names_the_bad_file(trained, tmp_path):
     assert f"{bad} is not a readable image" in script.stderr and "Traceback" not in script.stderr
 
 
-def test_predict_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
-    fake = tmp_path / "fake.ckpt"
-    fake.write_bytes(b"junk")
+@pytest.mark.parametrize("kind", ["junk", "unsafe"])
+def test_predict_refuses_what_is_not_a_safe_checkpoint(kind, tmp_path):
+    fake = tmp_path / f"{kind}.ckpt"
+    if kind == "junk":
+        fake.write_bytes(b"junk")
+        message = f"{fake} is not a checkpoint"
+    else:  # what a model built in Python with a class as its optimizer saves: loading it needs the class
+        torch.save({"state_dict": {}, "hyper_parameters": {"optimizer": torch.optim.Adam}}, fake)
+        message = f"{fake} holds objects that are not safe to load"
     script = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt_path", str(fake), str(fake)],
         capture_output=True, text=True,
     )
-    assert script.returncode == 1 and f"{fake} is not a lit_cifar checkpoint" in script.stderr
+    assert script.returncode == 1 and message in script.stderr and "Traceback" not in script.stderr
 
 
 def test_compare_regularization_writes_a_row_per_mode(trained, tmp_path):
