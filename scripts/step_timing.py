@@ -78,7 +78,7 @@ def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, de
 
 
 def machine_speed(steps: int, device: torch.device) -> float:
-    """Milliseconds per whole plain step with seed_bf16's settings (batch 32, bf16, channels_last).
+    """Milliseconds per whole plain step at seed_bf16's batch, precision and layout (32, bf16, channels_last).
 
     The same work at every call: on a shared machine whose speed drifts within the hour, a reading
     taken before and after a benchmark run says how fast the machine was while it ran
