@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_cifar.data import CIFAR10DataModule, trained_normalization
 from lit_cifar.errors import UserError
-from lit_cifar.module import CIFARClassifier
+from lit_cifar.module import CIFARClassifier, untrained_classifier
 from lit_cifar.safety import AtomicCheckpointIO, RNGState, StopOnNonFiniteLoss, check_checkpoint, newest_last_checkpoint
 
 # Trainer flags common enough to deserve a short form: `--accelerator gpu` as well as `--trainer.accelerator gpu`.
@@ -124,9 +124,7 @@ class CifarCLI(LightningCLI):
             config.ckpt_path = str(newest_last_checkpoint(root))
             print(f"Resuming from {config.ckpt_path}", file=sys.stderr)
         if config.ckpt_path not in SPECIAL_CKPT_PATHS:
-            checkpoint = check_checkpoint(
-                Path(config.ckpt_path), lambda hparams: CIFARClassifier(network=hparams.get("network", "seed_cnn"))
-            )
+            checkpoint = check_checkpoint(Path(config.ckpt_path), untrained_classifier)
             # The network was trained on inputs normalised one way; evaluating it on others would be silently
             # wrong. LightningCLI takes the model's hyperparameters from the checkpoint; this one follows them.
             trained_with = trained_normalization(checkpoint)

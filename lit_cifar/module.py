@@ -292,6 +292,12 @@ class CIFARClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "Loss/val"}}
 
 
+def untrained_classifier(hyperparameters: dict) -> CIFARClassifier:
+    """An untrained model with what of a checkpoint's hyperparameters shapes it or its predictions: the
+    network and the test-time augmentation (the rest is training's). What checkpoints are checked against."""
+    return CIFARClassifier(network=hyperparameters.get("network", "seed_cnn"), tta=hyperparameters.get("tta", "none"))
+
+
 def stage_metrics(penalty: bool = False, confusion: bool = False, tta: bool = False) -> nn.ModuleDict:
     """One stage's loss, accuracy (penalty, confusion matrix), accumulated on the device and read once per epoch.
 

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from lit_cifar.augment import Normalization, normalize
 from lit_cifar.data import trained_normalization
 from lit_cifar.errors import UserError
-from lit_cifar.module import CIFARClassifier
+from lit_cifar.module import CIFARClassifier, untrained_classifier
 from lit_cifar.safety import check_checkpoint
 from lit_cifar.sources import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES
 
@@ -27,16 +27,10 @@ class Classifier(NamedTuple):
 
 def load_classifier(ckpt_path: Path) -> Classifier:
     """The checkpoint's network in eval mode, read once and checked as ``scripts/test.py`` checks it."""
-    checkpoint = check_checkpoint(ckpt_path, classifier_for)
-    model = classifier_for(checkpoint.get("hyper_parameters") or {})
+    checkpoint = check_checkpoint(ckpt_path, untrained_classifier)
+    model = untrained_classifier(checkpoint.get("hyper_parameters") or {})
     model.load_state_dict(checkpoint["state_dict"])
     return Classifier(model.eval(), trained_normalization(checkpoint) or "seed")
-
-
-def classifier_for(hyperparameters: dict) -> CIFARClassifier:
-    """An untrained model with what of a checkpoint's hyperparameters matters for prediction: the network
-    and the test-time augmentation (the rest is training's)."""
-    return CIFARClassifier(network=hyperparameters.get("network", "seed_cnn"), tta=hyperparameters.get("tta", "none"))
 
 
 def image_files(paths: list[Path]) -> Iterator[Path]:

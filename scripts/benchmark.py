@@ -13,7 +13,7 @@ peak memory, and the speed against the seed's loop. Test accuracy is measured af
 outside the clock, as the seed did. Results go to the terminal and to OUT/benchmark.{json,md}.
 
 Before and after each row the parent process times a fixed plain training step (``machine_speed``
-in scripts/step_timing.py: seed_bf16's settings, no Lightning, on the GPU if there is one): on a
+in scripts/step_timing.py: seed_bf16's batch, precision and layout, no Lightning, on the GPU if there is one): on a
 shared machine whose speed drifts, those two readings tell a row run on a slow machine from slow code.
 """
 
