@@ -17,6 +17,7 @@ from torch.utils.data import SequentialSampler
 
 from lit_cifar import sources
 from lit_cifar.augment import AugmentBackend, Augmentation, Normalization, normalize, training_augmentation
+from lit_cifar.cuda_graph import GraphedFunction
 from lit_cifar.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -141,6 +142,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         normalization: Per-channel mean and std: ``seed`` (0.5 and 0.5) or ``cifar10`` (the training
             set's own statistics, airbench's). A checkpoint remembers it, and evaluation takes it from there.
         download: Download the official archive when ``data_dir`` holds no CIFAR-10.
+        augment_cuda_graph: GPU only: record the augmentation and normalisation of a training batch once as a CUDA
+            graph and replay it (``lit_cifar.cuda_graph``): one launch instead of one per kernel. The
+            random parameters are still new for every image. The ``tensor`` backend only.
     """
 
     def __init__(
@@ -156,6 +160,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment_backend: AugmentBackend = "tensor",
         normalization: Normalization = "seed",
         download: bool = True,
+        augment_cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         minimums = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "val_size": (val_size, 0)}
@@ -166,7 +171,13 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.split_seed, self.train_per_class, self.download = split_seed, train_per_class, download
+        if augment_cuda_graph and augment and augmentation == "seed" and augment_backend != "tensor":
+            raise ConfigError(
+                f"--data.augment_cuda_graph needs the augmentation drawn on the GPU, which --data.augment_backend "
+                f"{augment_backend} does not do: use --data.augment_backend tensor, or drop --data.augment_cuda_graph"
+            )
         self.augmentation = training_augmentation(augmentation, augment_backend) if augment else None
+        self.graphed_training_batch = GraphedFunction(self.training_batch) if augment_cuda_graph else None
         self.normalization = normalization
         self.splits: dict[str, Batch] = {}
 
@@ -174,6 +185,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         sources.prepare(self.data_dir, download=self.download)
 
     def setup(self, stage: str) -> None:
+        if self.graphed_training_batch is not None and stage == "fit" and self._device().type != "cuda":
+            raise ConfigError("--data.augment_cuda_graph needs a GPU (--accelerator gpu): drop it on the CPU")
         if self.splits:
             return
         data = sources.load(self.data_dir)
@@ -186,13 +199,16 @@ class CIFAR10DataModule(L.LightningDataModule):
         val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
         if self.train_per_class is not None:
             train = self._few_per_class(train, data.train_labels[train])
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = self._device()
         splits = {
             "train": (data.train_images[train], data.train_labels[train]),
             "val": (data.train_images[val], data.train_labels[val]),
             "test": (data.test_images, data.test_labels),
         }
         self.splits = {name: (images.to(device), labels.to(device)) for name, (images, labels) in splits.items()}
+
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def train_images(self, count: int) -> torch.Tensor:
         """The first ``count`` training images, normalised and not augmented: what a data-dependent
@@ -237,6 +253,12 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
-        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
-            images = self.augmentation(images, self.trainer.current_epoch)
-        return normalize(images, self.normalization), labels
+        if self.augmentation is None or self.trainer is None or not self.trainer.training:
+            return normalize(images, self.normalization), labels
+        if self.graphed_training_batch is not None:
+            return self.graphed_training_batch(images, self.trainer.current_epoch), labels
+        return self.training_batch(images, self.trainer.current_epoch), labels
+
+    def training_batch(self, images: torch.Tensor, epoch: int) -> torch.Tensor:
+        """A uint8 training batch, augmented and normalised."""
+        return normalize(self.augmentation(images, epoch), self.normalization)

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_cifar.cpu import configure_cpu_training
+from lit_cifar.cuda_graph import GraphedTrainingStep
 from lit_cifar.errors import ConfigError
 from lit_cifar.networks import AirbenchNet, SeedCNN
 from lit_cifar.regularization import Regularization, penalized_weights, penalty
@@ -56,6 +57,10 @@ class CIFARClassifier(L.LightningModule):
             GPU's tensor cores run convolutions faster that way (1.4x for an fp32 step on the 2-core CPU).
         compile_mode: ``torch.compile`` the network with this mode (``default``, ``max-autotune``, or
             ``reduce-overhead``: CUDA graphs, GPU only); ``none`` runs it eagerly.
+        cuda_graph: GPU only: record each training step's forward and backward once as a CUDA graph and replay
+            it (``lit_cifar.cuda_graph``): the same arithmetic with one launch instead of one per kernel, for
+            networks too small to keep a GPU busy. The optimizer, schedules and gradient clipping run as usual;
+            gradient accumulation and multi-device runs are refused.
         norm_bias_lr_scale: Learning rate of the BatchNorm biases relative to the other weights (airbench
             uses 64), with their weight decay divided by the same factor so the decay per step stays equal.
         whitening_bias_epochs: airbench only: epochs during which the whitening layer's bias trains;
@@ -79,6 +84,7 @@ class CIFARClassifier(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = True,
         compile_mode: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none",
+        cuda_graph: bool = False,
         norm_bias_lr_scale: float = 1.0,
         whitening_bias_epochs: int = 3,
         lookahead: bool = False,
@@ -117,6 +123,12 @@ class CIFARClassifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network.to(memory_format=self.memory_format)
         self.compile_mode = compile_mode
+        if cuda_graph and compile_mode != "none":
+            raise ConfigError(
+                f"--model.cuda_graph and --model.compile_mode {compile_mode} have not been tried together: choose one"
+            )
+        self.step_graph = GraphedTrainingStep(self.objective, self.network) if cuda_graph else None
+        self.replayed = False  # whether this training step's gradients came from the graph
         if compile_mode != "none":
             self.network.compile(mode=compile_mode)  # in place: the state_dict keys stay the plain ones
         self.train_metrics = stage_metrics(penalty=regularization != "none")
@@ -130,6 +142,16 @@ class CIFARClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.compile_mode == "reduce-overhead" and self.trainer.strategy.root_device.type != "cuda":
             raise ConfigError("--model.compile_mode reduce-overhead uses CUDA graphs and needs a GPU: drop it on the CPU")
+        if self.hparams.cuda_graph and stage == "fit":
+            if self.trainer.strategy.root_device.type != "cuda":
+                raise ConfigError("--model.cuda_graph needs a GPU (--accelerator gpu): drop it on the CPU")
+            if self.trainer.world_size > 1:
+                raise ConfigError("--model.cuda_graph runs on one device: drop it for multi-device (DDP) runs")
+            if self.trainer.accumulate_grad_batches > 1:
+                raise ConfigError(
+                    "--model.cuda_graph writes each step's gradients afresh, so it cannot accumulate them: "
+                    "drop --trainer.accumulate_grad_batches or --model.cuda_graph"
+                )
         # Before Lightning restores a checkpoint, so a resumed run keeps the whitening it was trained with.
         if stage == "fit" and isinstance(self.network, AirbenchNet):
             if not hasattr(self.trainer.datamodule, "train_images"):
@@ -146,14 +168,32 @@ class CIFARClassifier(L.LightningModule):
         return penalty(penalized_weights(self.network), self.regularization, self.reg_lambda, self.l1_ratio)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        replayed = self.step_graph(*batch) if self.step_graph is not None else None
+        self.replayed = replayed is not None
+        loss, kept = replayed if replayed is not None else self.objective(*batch)
+        self.train_steps.append(kept)
+        return loss
+
+    def objective(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The training loss of a batch, and what the epoch's metrics keep of the step."""
         logits = self(images)
         losses = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing, reduction="none")
         loss = losses.mean()
         weight_penalty = self.penalty()
-        step = (losses.detach(), logits.detach().argmax(1), labels)
-        self.train_steps.append(step if weight_penalty is None else (*step, weight_penalty.detach()))
-        return loss if weight_penalty is None else loss + weight_penalty
+        kept = (losses.detach(), logits.detach().argmax(1), labels)
+        if weight_penalty is None:
+            return loss, kept
+        return loss + weight_penalty, (*kept, weight_penalty.detach())
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.step_graph is None:
+            optimizer.zero_grad()
+        elif not self.replayed:  # an eager step: zeroed in place, the graph's gradient tensors stay
+            optimizer.zero_grad(set_to_none=False)
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        if not self.replayed:  # a replayed graph has already written this step's gradients
+            super().backward(loss, *args, **kwargs)
 
     def on_train_epoch_start(self) -> None:
         if isinstance(self.network, AirbenchNet) and self.trainer.world_size == 1:

@@ -1,8 +1,11 @@
-"""Tests run on the CPU, offline, on tiny CIFAR-10 look-alikes written in the real on-disk formats."""
+"""Tests run on the CPU (the GPU tests apart), offline, on tiny CIFAR-10 look-alikes written in the real on-disk formats."""
 
 import os
 
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a machine with a GPU: results must not depend on it
+# The CPU, even on a machine with a GPU: results must not depend on it. The GPU tests (`-m gpu`) are the
+# exception, run on a GPU machine with LIT_CIFAR_GPU_TESTS=1.
+if not os.environ.get("LIT_CIFAR_GPU_TESTS"):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import io
 import pickle

@@ -1,5 +1,6 @@
 """The command line as a user runs it: scripts in a subprocess, parsing in-process where that is enough."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_cifar.cli import CifarCLI, main
+from lit_cifar.data import CIFAR10DataModule
+from lit_cifar.module import CIFARClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data.val_size", "10", "--data.batch_size", "16", "--data.download", "false"]
@@ -133,6 +136,14 @@ def test_test_needs_an_existing_checkpoint(args, message, capsys):
 
 def test_no_gpu_case_is_checked_only_without_a_gpu():
     assert not torch.cuda.is_available()  # conftest hides GPUs, so the GPU error cases above always apply
+
+
+def test_model_and_data_flags_never_share_a_name():
+    """Lightning logs the model's and the data module's hyperparameters together and refuses a name in both
+    with two values (``--model.cuda_graph`` and a data module's ``cuda_graph`` once stopped a run so)."""
+    model = set(inspect.signature(CIFARClassifier).parameters)
+    data = set(inspect.signature(CIFAR10DataModule).parameters)
+    assert not model & data
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)

@@ -36,6 +36,7 @@ def test_dropout_acts_in_training_only():
         ({"reg_lambda": -1e-4}, "--model.reg_lambda must be at least 0"),
         ({"l1_ratio": 1.5}, r"--model.l1_ratio must be in \[0, 1\]"),
         ({"regularization": "l3"}, "--model.regularization must be one of none, l1, l2, elastic_net, got 'l3'"),
+        ({"cuda_graph": True, "compile_mode": "default"}, "--model.cuda_graph and --model.compile_mode default"),
     ],
 )
 def test_bad_hyperparameters_name_their_flag(kwargs, message):
