@@ -1,4 +1,5 @@
-"""``--model.cuda_graph``: replayed steps train as eager ones do, with what the Trainer adds.
+"""``--model.cuda_graph`` and ``--data.augment_cuda_graph``: replayed steps train as eager ones do, with
+what the Trainer adds, and a replayed augmentation draws new random parameters.
 
 The tests marked ``gpu`` are skipped without a GPU (CI has none); run them on a GPU machine with
 ``LIT_CIFAR_GPU_TESTS=1 python -m pytest -m gpu``. The one CPU test checks the module's side of the
@@ -17,12 +18,12 @@ from lit_cifar.data import CIFAR10DataModule
 from lit_cifar.module import CIFARClassifier
 from test_training import LossHistory
 
+SPEEDRUN = Path(__file__).resolve().parents[1] / "configs" / "speedrun.yaml"
 
 
 def gpu(test):
+    """Marked ``gpu`` (selected by ``-m gpu``) and skipped where there is none."""
     return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")(test))
-
-SPEEDRUN = Path(__file__).resolve().parents[1] / "configs" / "speedrun.yaml"
 
 
 def fit(data_dir: Path, *args: str, callbacks: tuple[Callback, ...] = (), accelerator: str = "gpu",
@@ -60,10 +61,11 @@ class EagerRecording(GraphedTrainingStep):
         self.gradients = [torch.zeros_like(p) if p.requires_grad else None for p in self.module.parameters()]
 
     def _replay(self) -> None:
-        self.loss, self.kept = self.objective(self.images, self.labels)
+        loss, self.kept = self.objective(self.images, self.labels)
         trained = [(p, g) for p, g in zip(self.module.parameters(), self.gradients) if g is not None]
-        for (_, gradient), new in zip(trained, torch.autograd.grad(self.loss, [p for p, _ in trained])):
+        for (_, gradient), new in zip(trained, torch.autograd.grad(loss, [p for p, _ in trained])):
             gradient.copy_(new)
+        self.loss = loss.detach()
 
 
 def test_the_module_trains_a_replayed_step_as_an_eager_one(learnable_data_dir):
