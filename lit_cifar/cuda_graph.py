@@ -76,6 +76,8 @@ class GraphedTrainingStep:
 
     def __init__(self, objective: Objective, module: nn.Module) -> None:
         self.objective, self.module = objective, module
+        # Listed at the first step, on the training device: walking the module every step took 20 µs (CPU machine).
+        self.parameters: list[nn.Parameter] = []
         self.graph: torch.cuda.CUDAGraph | None = None
         self.trained: tuple[bool, ...] = ()  # which parameters required gradients when the graph was recorded
         self.gradients: list[torch.Tensor | None] = []  # the tensors the graph writes them into
@@ -83,12 +85,14 @@ class GraphedTrainingStep:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None:
         """The replayed step's (loss, kept tensors), its gradients in the parameters' ``.grad``; None for a batch
         the graph cannot take, which the caller then trains eagerly."""
-        trained = tuple(p.requires_grad for p in self.module.parameters())
+        if self.graph is None:  # the parameters as training starts, on its device
+            self.parameters = list(self.module.parameters())
+        trained = tuple(p.requires_grad for p in self.parameters)
         if self.graph is None or trained != self.trained or len(images) > len(self.images):
             self._record(images, labels, trained)
         # Put back what anyone set to None since (Lightning's on_validation_model_zero_grad does before each
         # validation): the graph writes these tensors, and an eager step must add into them too.
-        for parameter, gradient in zip(self.module.parameters(), self.gradients):
+        for parameter, gradient in zip(self.parameters, self.gradients):
             if parameter.grad is not gradient:
                 parameter.grad = gradient
         if images.shape != self.images.shape or labels.shape != self.labels.shape:
@@ -112,14 +116,14 @@ class GraphedTrainingStep:
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
-        for parameter in self.module.parameters():
+        for parameter in self.parameters:
             parameter.grad = None  # so the recorded backward allocates them in the graph's own memory
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), _autocast_without_cache():
             loss, self.kept = self.objective(self.images, self.labels)
             loss.backward()
         self.loss = loss.detach()
-        self.gradients = [parameter.grad for parameter in self.module.parameters()]
+        self.gradients = [parameter.grad for parameter in self.parameters]
 
 
 @functools.cache

@@ -58,11 +58,11 @@ class EagerRecording(GraphedTrainingStep):
 
     def _record(self, images, labels, trained) -> None:
         self.graph, self.images, self.labels, self.trained = "recorded", images.clone(), labels.clone(), trained
-        self.gradients = [torch.zeros_like(p) if p.requires_grad else None for p in self.module.parameters()]
+        self.gradients = [torch.zeros_like(p) if p.requires_grad else None for p in self.parameters]
 
     def _replay(self) -> None:
         loss, self.kept = self.objective(self.images, self.labels)
-        trained = [(p, g) for p, g in zip(self.module.parameters(), self.gradients) if g is not None]
+        trained = [(p, g) for p, g in zip(self.parameters, self.gradients) if g is not None]
         for (_, gradient), new in zip(trained, torch.autograd.grad(loss, [p for p, _ in trained])):
             gradient.copy_(new)
         self.loss = loss.detach()
