@@ -11,7 +11,7 @@ Three backends draw from the same distributions (``--data.augment_backend``):
 
 - ``tensor`` (default): the composed map above, this file's own code;
 - ``kornia``: kornia.augmentation's per-sample flip, rotation and affine (two resamplings), an
-  optional dependency; measured 4-7x slower than ``tensor`` on the CPU (docs/benchmarks.md);
+  optional dependency, slower than ``tensor`` on the CPU (docs/benchmarks.md);
 - ``torchvision``: the seed's own torchvision transforms, image by image, on uint8 tensors:
   exact fidelity to the seed, and the slowest.
 

@@ -69,8 +69,8 @@ class ConfusionFigure:
     """A confusion matrix as a matplotlib figure, row-normalised, with the counts and class names.
 
     Built once and redrawn with each epoch's numbers, its layout computed on the first draw only:
-    every validation epoch waits for this drawing, and reusing the figure roughly halves it
-    (about 260 to 125 ms on the 2-core CPU, docs/benchmarks.md).
+    every validation epoch waits for this drawing, and reusing the figure roughly halves its time
+    (docs/benchmarks.md).
     """
 
     def __init__(self) -> None:

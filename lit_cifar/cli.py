@@ -23,7 +23,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lit_cifar.data import CIFAR10DataModule, trained_normalization
 from lit_cifar.errors import UserError
 from lit_cifar.module import CIFARClassifier, untrained_classifier
-from lit_cifar.safety import AtomicCheckpointIO, RNGState, StopOnNonFiniteLoss, check_checkpoint, newest_last_checkpoint
+from lit_cifar.checkpoints import AtomicCheckpointIO, RNGState, check_checkpoint, newest_last_checkpoint, with_last_checkpoint
+from lit_cifar.nonfinite_loss import StopOnNonFiniteLoss
 
 # Trainer flags common enough to deserve a short form: `--accelerator gpu` as well as `--trainer.accelerator gpu`.
 SHORT_TRAINER_FLAGS = ("accelerator", "devices", "max_epochs", "precision")
@@ -69,11 +70,11 @@ class CifarCLI(LightningCLI):
                     {"class_path": "lit_cifar.callbacks.WeightStatistics"},
                 ],
                 "trainer.logger": {
-                    "class_path": "lit_cifar.safety.TensorBoardLogger",
+                    "class_path": "lit_cifar.logger.TensorBoardLogger",
                     # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
                     "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
                 },
-                # Adam as the seed's (lr 1e-3), with the fused kernel: the same update, 2x cheaper on the CPU.
+                # Adam as the seed's (lr 1e-3), with the fused kernel: the same update in one kernel, cheaper (docs/benchmarks.md).
                 "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "fused": True}},
                 "checkpoint.monitor": "Accuracy/val",
                 "checkpoint.mode": "max",
@@ -88,7 +89,8 @@ class CifarCLI(LightningCLI):
         # has no job (evaluation) or was switched off (Lightning refuses one with enable_checkpointing=False).
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         wanted = self.subcommand in (None, "fit") and trainer_config.get("enable_checkpointing") is not False
-        callbacks = [self._get(self.config_init, "checkpoint")] if wanted else []
+        checkpoint_settings = dict(self._get(self.config, "checkpoint"))
+        callbacks = with_last_checkpoint(self._get(self.config_init, "checkpoint"), checkpoint_settings) if wanted else []
         if trainer_config.get("logger") in (False, None):  # Lightning refuses a LearningRateMonitor without a logger
             configured = trainer_config.get("callbacks") or []
             trainer_config["callbacks"] = [c for c in configured if not isinstance(c, LearningRateMonitor)]

@@ -24,16 +24,16 @@ def configure_cpu_training() -> None:
 
     Denormals: Adam's running averages of weights that get no gradient for a while (inputs or
     units a ReLU keeps at zero) shrink by a constant factor every step until they are denormal
-    floats, and stay there; the CPU computes on denormals many times slower. Three epochs into
-    seed_bf16.yaml, 76% of fc1's first moments were denormal. Flushing them changes no value above
-    1.2e-38. It must happen before torch starts its worker threads: each takes the setting of the
+    floats, and stay there; the CPU computes on denormals many times slower, and a few epochs into
+    seed_bf16.yaml most of fc1's first moments were denormal (docs/benchmarks.md). Flushing them
+    changes no value above 1.2e-38. It must happen before torch starts its worker threads: each takes the setting of the
     thread that starts it, and a later call reaches none of them.
 
-    Freed memory: every step allocates and frees the same few activation tensors of 0.1–2 MB.
-    With glibc's default thresholds such blocks are often returned to the kernel when freed, and
-    the next step's first touch of each page faults it back in: 200–2,000 page faults per step
-    in a seed_bf16 step, up to a third of its time in a plain loop (docs/benchmarks.md). Keeping
-    them in the heap removes the faults; the cost is that the process keeps its peak memory.
+    Freed memory: every step allocates and frees the same few activation tensors of a megabyte or
+    so. With glibc's default thresholds such blocks are often returned to the kernel when freed,
+    and the next step's first touch of each page faults it back in: hundreds of page faults per
+    step (docs/benchmarks.md). Keeping them in the heap removes the faults; the cost is that the
+    process keeps its peak memory.
 
     GPU probe: Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (Lightning-AI/pytorch-lightning
     pull request 15110: asking whether CUDA is available then never initialises CUDA, which would

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from lit_cifar.errors import ConfigError
+
 # Passes on a side stream before recording, as PyTorch's CUDA-graph docs do,
 # so lazily created library state (cuBLAS and cuDNN workspaces) exists before the capture.
 WARMUP_PASSES = 2
@@ -76,11 +78,25 @@ class GraphedTrainingStep:
 
     def __init__(self, objective: Objective, module: nn.Module) -> None:
         self.objective, self.module = objective, module
-        # Listed at the first step, on the training device: walking the module every step took 20 µs (CPU machine).
+        # Listed at the first step, on the training device, rather than walking the module every step.
         self.parameters: list[nn.Parameter] = []
         self.graph: torch.cuda.CUDAGraph | None = None
         self.trained: tuple[bool, ...] = ()  # which parameters required gradients when the graph was recorded
         self.gradients: list[torch.Tensor | None] = []  # the tensors the graph writes them into
+        self.replayed = False  # whether the last step ran from the graph (its backward pass included)
+
+    @staticmethod
+    def check(trainer) -> None:
+        """Refuse, naming the flag, a run the graph cannot train: off a GPU, on several devices, accumulating."""
+        if trainer.strategy.root_device.type != "cuda":
+            raise ConfigError("--model.cuda_graph needs a GPU (--accelerator gpu): drop it on the CPU")
+        if trainer.world_size > 1:
+            raise ConfigError("--model.cuda_graph runs on one device: drop it for multi-device (DDP) runs")
+        if trainer.accumulate_grad_batches > 1:
+            raise ConfigError(
+                "--model.cuda_graph writes each step's gradients afresh, so it cannot accumulate them: "
+                "drop --trainer.accumulate_grad_batches or --model.cuda_graph"
+            )
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None:
         """The replayed step's (loss, kept tensors), its gradients in the parameters' ``.grad``; None for a batch
@@ -95,7 +111,8 @@ class GraphedTrainingStep:
         for parameter, gradient in zip(self.parameters, self.gradients):
             if parameter.grad is not gradient:
                 parameter.grad = gradient
-        if images.shape != self.images.shape or labels.shape != self.labels.shape:
+        self.replayed = images.shape == self.images.shape and labels.shape == self.labels.shape
+        if not self.replayed:
             return None
         self.images.copy_(images)
         self.labels.copy_(labels)
@@ -128,8 +145,8 @@ class GraphedTrainingStep:
 
 @functools.cache
 def _side_stream(device: int) -> torch.cuda.Stream:
-    """One per device, reused by every recording: cuBLAS keeps a workspace (32 MiB on Hopper) for each stream
-    it has run on, so a new stream per recording held 32 MiB more per epoch (seen on an H100)."""
+    """One per device, reused by every recording: cuBLAS keeps a workspace for each stream it has run on,
+    so a new stream per recording held more GPU memory every epoch (docs/benchmarks.md)."""
     return torch.cuda.Stream(device)
 
 

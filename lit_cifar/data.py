@@ -92,7 +92,7 @@ class TensorBatches:
             self.yielded += 1
             if order is None:
                 yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
-            else:  # index_select copies whole images; indexing with a tensor went element by element, 6x slower
+            else:  # index_select copies whole images; indexing with a tensor goes element by element, slower
                 index = order[start : start + self.batch_size]
                 yield self.images.index_select(0, index), self.labels.index_select(0, index)
         self.exhausted = True
@@ -102,7 +102,7 @@ class TensorBatches:
             "seed": self.sampler.seed if self.shuffled else 0,
             "epoch": self.sampler.epoch if self.shuffled else 0,
             # Lightning takes this state at the end of a training step: every batch handed out so far
-            # was trained on (checked bit for bit against an uninterrupted run in tests/test_safety.py).
+            # was trained on (checked bit for bit against an uninterrupted run in tests/test_checkpoints.py).
             "trained": self.yielded,
             "exhausted": int(self.exhausted),
         }
@@ -180,6 +180,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.graphed_training_batch = GraphedFunction(self.training_batch) if augment_cuda_graph else None
         self.normalization = normalization
         self.splits: dict[str, Batch] = {}
+        self.train_batches: TensorBatches | None = None  # the training loader made last, whose position is saved
+        self.resume_train_batches: dict[str, int] | None = None  # a checkpoint's position, for the next one made
 
     def prepare_data(self) -> None:
         sources.prepare(self.data_dir, download=self.download)
@@ -236,7 +238,22 @@ class CIFAR10DataModule(L.LightningDataModule):
         # The shuffle seed comes from the global RNG, so --seed_everything fixes the data order too
         # (and every DDP process draws the same one).
         seed = int(torch.randint(2**62, ()).item())
-        return TensorBatches(images, labels, self.batch_size, ShuffledOrder(len(labels), seed), *self._shard())
+        self.train_batches = TensorBatches(images, labels, self.batch_size, ShuffledOrder(len(labels), seed), *self._shard())
+        if self.resume_train_batches is not None:
+            self.train_batches.load_state_dict(self.resume_train_batches)
+            self.resume_train_batches = None
+        return self.train_batches
+
+    # Lightning saves a training loader's state_dict with its loop state and hands it back on resume, but
+    # drops it when the loader was made before the restore, which happens whenever configure_optimizers
+    # asks trainer.estimated_stepping_batches (a OneCycleLR or TriangularLR schedule; Lightning issue
+    # #20550): the run then resumed at the first batch of the epoch. So the data module keeps the training
+    # order's position too; Lightning restores it before the loader is made.
+    def state_dict(self) -> dict:
+        return {"train_batches": self.train_batches.state_dict()} if self.train_batches is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resume_train_batches = state_dict.get("train_batches")
 
     def val_dataloader(self) -> TensorBatches:
         return self._in_order(*self.splits["val"], self.eval_batch_size)

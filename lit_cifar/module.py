@@ -1,5 +1,9 @@
-"""The LightningModule: a network (the seed's CNN, or airbench's for the speedrun) trained on cross-entropy
-plus a weight penalty, with accuracy metrics, optional lookahead weight averaging and test-time augmentation."""
+"""The LightningModule every recipe shares: a network trained on cross-entropy plus a weight penalty,
+with accuracy metrics, what goes to TensorBoard, and the optimizer and schedule.
+
+The speedrun's tricks live beside it (``lit_cifar.speedrun``, attached by ``configure_callbacks``;
+test-time augmentation in ``lit_cifar.tta``), the CUDA-graph replay in ``lit_cifar.cuda_graph``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Literal, get_args
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
@@ -19,14 +24,12 @@ from lit_cifar.errors import ConfigError
 from lit_cifar.networks import AirbenchNet, SeedCNN
 from lit_cifar.regularization import Regularization, penalized_weights, penalty
 from lit_cifar.sources import CLASSES
+from lit_cifar.speedrun import Lookahead, Whitening, norm_bias_optimizer
+from lit_cifar.tta import TestTimeAugmentation, tta_logits
 
 configure_cpu_training()  # on import, before torch starts its worker threads
 
 Network = Literal["seed_cnn", "airbench"]
-TestTimeAugmentation = Literal["none", "flip", "flip_translate"]
-WHITENING_IMAGES = 5000  # training images whose 2x2 patches set airbench's whitening layer, as airbench does
-LOOKAHEAD_EVERY = 5  # optimizer steps between lookahead updates
-LOOKAHEAD_DECAY = 0.95**5  # the weight the average keeps at the end of the run, rising from 0 as (step/total)³
 
 
 class CIFARClassifier(L.LightningModule):
@@ -53,8 +56,8 @@ class CIFARClassifier(L.LightningModule):
         scheduler: Optional learning-rate schedule, stepped once per epoch (ReduceLROnPlateau watches Loss/val).
             A schedule whose ``total_steps`` is left unset (OneCycleLR) gets the run's number of optimizer
             steps from the Trainer and is stepped after every batch.
-        channels_last: Keep activations in NHWC layout. Same arithmetic, but the CPU's oneDNN and the
-            GPU's tensor cores run convolutions faster that way (1.4x for an fp32 step on the 2-core CPU).
+        channels_last: Keep activations in NHWC layout. Same arithmetic; the CPU's oneDNN and the GPU's
+            tensor cores run convolutions faster that way (docs/benchmarks.md).
         compile_mode: ``torch.compile`` the network with this mode (``default``, ``max-autotune``, or
             ``reduce-overhead``: CUDA graphs, GPU only); ``none`` runs it eagerly.
         cuda_graph: GPU only: record each training step's forward and backward once as a CUDA graph and replay
@@ -65,11 +68,12 @@ class CIFARClassifier(L.LightningModule):
             uses 64), with their weight decay divided by the same factor so the decay per step stays equal.
         whitening_bias_epochs: airbench only: epochs during which the whitening layer's bias trains;
             its filters never do.
-        lookahead: airbench's weight averaging: every 5 optimizer steps the weights are replaced by an
-            exponential moving average of themselves, whose memory grows from 0 to 0.95⁵ over the run,
-            and the run ends on the average.
-        tta: Test-time augmentation for validation and test: average the logits of each image with its
-            mirror (``flip``), and also with two copies shifted by one pixel diagonally (``flip_translate``).
+        lookahead: airbench's weight averaging (``lit_cifar.speedrun.Lookahead``): every 5 optimizer steps
+            the weights are replaced by an exponential moving average of themselves, whose memory grows
+            from 0 to 0.95⁵ over the run, and the run ends on the average.
+        tta: Test-time augmentation for validation and test (``lit_cifar.tta``): average the logits of each
+            image with its mirror (``flip``), and also with two copies shifted by one pixel diagonally
+            (``flip_translate``).
     """
 
     def __init__(
@@ -109,70 +113,52 @@ class CIFARClassifier(L.LightningModule):
             raise ConfigError(f"--model.label_smoothing must be in [0, 1), got {label_smoothing}")
         if norm_bias_lr_scale <= 0:
             raise ConfigError(f"--model.norm_bias_lr_scale must be above 0, got {norm_bias_lr_scale}")
+        if cuda_graph and compile_mode != "none":
+            raise ConfigError(
+                f"--model.cuda_graph and --model.compile_mode {compile_mode} have not been tried together: choose one"
+            )
         self.save_hyperparameters()
         if network == "airbench":
             self.network: nn.Module = AirbenchNet(num_classes=len(CLASSES))
         else:
             self.network = SeedCNN(num_classes=len(CLASSES), dropout=dropout)
-        self.norm_bias_lr_scale, self.whitening_bias_epochs = norm_bias_lr_scale, whitening_bias_epochs
-        self.lookahead, self.tta = lookahead, tta
-        self.lookahead_average: list[torch.Tensor] | None = None
         self.regularization, self.reg_lambda, self.l1_ratio = regularization, reg_lambda, l1_ratio
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.tta = label_smoothing, tta
         self.optimizer, self.scheduler = optimizer, scheduler
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.network.to(memory_format=self.memory_format)
         self.compile_mode = compile_mode
-        if cuda_graph and compile_mode != "none":
-            raise ConfigError(
-                f"--model.cuda_graph and --model.compile_mode {compile_mode} have not been tried together: choose one"
-            )
-        self.step_graph = GraphedTrainingStep(self.objective, self.network) if cuda_graph else None
-        self.replayed = False  # whether this training step's gradients came from the graph
         if compile_mode != "none":
             self.network.compile(mode=compile_mode)  # in place: the state_dict keys stay the plain ones
+        self.step_graph = GraphedTrainingStep(self.objective, self.network) if cuda_graph else None
         self.train_metrics = stage_metrics(penalty=regularization != "none")
-        # Each training step's (per-image losses, predicted classes, labels[, penalty]), put into train_metrics once
-        # per epoch: the two torchmetrics updates of a step cost 0.25 ms of host work on the CPU, 3% of a seed_bf16 step.
+        # Each training step's (per-image losses, predicted classes, labels[, penalty]), put into train_metrics
+        # once per epoch: two torchmetrics updates per step are host work a small step notices.
         self.train_steps: list[tuple[torch.Tensor, ...]] = []
         self.val_metrics = stage_metrics(confusion=True, tta=tta != "none")
         self.test_metrics = stage_metrics(confusion=True, tta=tta != "none")
         self.confusion: dict[str, torch.Tensor] = {}  # the last epoch's confusion matrix per stage, for the dashboard
 
+    def configure_callbacks(self) -> list[Callback]:
+        """The speedrun's training tricks that these hyperparameters ask for."""
+        callbacks: list[Callback] = []
+        if isinstance(self.network, AirbenchNet):
+            callbacks.append(Whitening(bias_epochs=self.hparams.whitening_bias_epochs))
+        if self.hparams.lookahead:
+            callbacks.append(Lookahead())
+        return callbacks
+
     def setup(self, stage: str) -> None:
         if self.compile_mode == "reduce-overhead" and self.trainer.strategy.root_device.type != "cuda":
             raise ConfigError("--model.compile_mode reduce-overhead uses CUDA graphs and needs a GPU: drop it on the CPU")
-        if self.hparams.cuda_graph and stage == "fit":
-            if self.trainer.strategy.root_device.type != "cuda":
-                raise ConfigError("--model.cuda_graph needs a GPU (--accelerator gpu): drop it on the CPU")
-            if self.trainer.world_size > 1:
-                raise ConfigError("--model.cuda_graph runs on one device: drop it for multi-device (DDP) runs")
-            if self.trainer.accumulate_grad_batches > 1:
-                raise ConfigError(
-                    "--model.cuda_graph writes each step's gradients afresh, so it cannot accumulate them: "
-                    "drop --trainer.accumulate_grad_batches or --model.cuda_graph"
-                )
-        # Before Lightning restores a checkpoint, so a resumed run keeps the whitening it was trained with.
-        if stage == "fit" and isinstance(self.network, AirbenchNet):
-            if not hasattr(self.trainer.datamodule, "train_images"):
-                raise ConfigError(
-                    "--model.network airbench sets its first layer from the training images: fit it with "
-                    "lit_cifar's CIFAR10DataModule, or a datamodule with its train_images(count) method"
-                )
-            self.network.init_whitening(self.trainer.datamodule.train_images(WHITENING_IMAGES))
+        if self.step_graph is not None and stage == "fit":
+            self.step_graph.check(self.trainer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images.contiguous(memory_format=self.memory_format))
 
     def penalty(self) -> torch.Tensor | None:
         return penalty(penalized_weights(self.network), self.regularization, self.reg_lambda, self.l1_ratio)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        replayed = self.step_graph(*batch) if self.step_graph is not None else None
-        self.replayed = replayed is not None
-        loss, kept = replayed if replayed is not None else self.objective(*batch)
-        self.train_steps.append(kept)
-        return loss
 
     def objective(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The training loss of a batch, and what the epoch's metrics keep of the step."""
@@ -185,55 +171,24 @@ class CIFARClassifier(L.LightningModule):
             return loss, kept
         return loss + weight_penalty, (*kept, weight_penalty.detach())
 
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        replayed = self.step_graph(*batch) if self.step_graph is not None else None
+        loss, kept = replayed if replayed is not None else self.objective(*batch)
+        self.train_steps.append(kept)
+        return loss
+
+    # A replayed CUDA graph has run this step's backward pass already, and written its gradients into
+    # tensors of its own (lit_cifar.cuda_graph). Lightning calls these two hooks between the training
+    # step and the optimizer step; no callback can skip them, so the module does.
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         if self.step_graph is None:
             optimizer.zero_grad()
-        elif not self.replayed:  # an eager step: zeroed in place, the graph's gradient tensors stay
+        elif not self.step_graph.replayed:  # an eager step: zeroed in place, the graph's gradient tensors stay
             optimizer.zero_grad(set_to_none=False)
 
     def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
-        if not self.replayed:  # a replayed graph has already written this step's gradients
+        if self.step_graph is None or not self.step_graph.replayed:
             super().backward(loss, *args, **kwargs)
-
-    def on_train_epoch_start(self) -> None:
-        if isinstance(self.network, AirbenchNet) and self.trainer.world_size == 1:
-            # Frozen for autograd, so the backward pass skips the gradient of the first conv group's input.
-            self.network.whiten.bias.requires_grad_(self.current_epoch < self.whitening_bias_epochs)
-
-    def on_after_backward(self) -> None:
-        frozen = self.current_epoch >= self.whitening_bias_epochs
-        if isinstance(self.network, AirbenchNet) and self.trainer.world_size > 1 and frozen:
-            # DDP expects the same parameters to get gradients every step: the gradient is dropped instead.
-            self.network.whiten.bias.grad = None
-
-    def on_train_start(self) -> None:
-        if self.lookahead and self.lookahead_average is None:
-            self.lookahead_average = [t.detach().clone() for t in self._averaged_tensors()]
-        elif self.lookahead:  # restored from a checkpoint, maybe onto another device
-            self.lookahead_average = [a.to(t.device) for a, t in zip(self.lookahead_average, self._averaged_tensors())]
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if not self.lookahead:
-            return
-        step, total = self.trainer.global_step, self.trainer.estimated_stepping_batches
-        if step % LOOKAHEAD_EVERY and step < total:
-            return
-        decay = 1.0 if step >= total else LOOKAHEAD_DECAY * (step / total) ** 3
-        with torch.no_grad():
-            for average, current in zip(self.lookahead_average, self._averaged_tensors()):
-                average.lerp_(current, 1 - decay)
-                current.copy_(average)
-
-    def _averaged_tensors(self) -> list[torch.Tensor]:
-        """Weights and BatchNorm statistics: every floating-point tensor of the network's state."""
-        return [t for t in self.network.state_dict().values() if t.is_floating_point()]
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.lookahead_average is not None:
-            checkpoint["lookahead_average"] = self.lookahead_average
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.lookahead_average = checkpoint.get("lookahead_average")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
@@ -247,24 +202,13 @@ class CIFARClassifier(L.LightningModule):
         metrics["Loss"].update(F.cross_entropy(logits, labels, reduction="none"))
         metrics["Accuracy"].update(logits, labels)
         if self.tta != "none":
-            logits = self.with_tta(images, logits)
+            logits = tta_logits(self, images, self.tta, logits)
             metrics["AccuracyTTA"].update(logits, labels)
         metrics["Confusion"].update(logits, labels)
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of normalised images, with the test-time augmentation chosen."""
-        return self.with_tta(images, self(images)) if self.tta != "none" else self(images)
-
-    def with_tta(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """``logits`` (of ``images``) averaged with those of the augmented copies, as airbench does."""
-        mirrored = (logits.float() + self(images.flip(-1)).float()) / 2
-        if self.tta == "flip":
-            return mirrored
-        height, width = images.shape[-2:]
-        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-        shifted = (padded[..., :height, :width], padded[..., 2:, 2:])
-        translated = sum((self(s).float() + self(s.flip(-1)).float()) / 4 for s in shifted)
-        return (mirrored + translated) / 2
+        return tta_logits(self, images, self.tta)
 
     def on_train_epoch_end(self) -> None:
         self._update_train_metrics()
@@ -306,23 +250,8 @@ class CIFARClassifier(L.LightningModule):
             # the epoch, so the curves read per epoch as the seed drew them.
             self.log("step", float(self.current_epoch))
 
-    def parameter_groups(self) -> list[dict]:
-        """The trained parameters: one group, or two with the BatchNorm biases apart (norm_bias_lr_scale)."""
-        norms = {id(p) for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-        trained = [p for p in self.network.parameters() if p.requires_grad]
-        if self.norm_bias_lr_scale == 1 or not norms:
-            return [{"params": trained}]
-        return [
-            {"params": [p for p in trained if id(p) not in norms]},
-            {"params": [p for p in trained if id(p) in norms], "norm_bias_lr_scale": self.norm_bias_lr_scale},
-        ]
-
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameter_groups())
-        for group in optimizer.param_groups:
-            if "norm_bias_lr_scale" in group:
-                group["lr"] *= group["norm_bias_lr_scale"]
-                group["weight_decay"] = group.get("weight_decay", 0.0) / group["norm_bias_lr_scale"]
+        optimizer = norm_bias_optimizer(self.optimizer, self.network, self.hparams.norm_bias_lr_scale)
         if self.scheduler is None:
             return optimizer
         # LightningCLI hands the schedule over as a functools.partial of its class and arguments.

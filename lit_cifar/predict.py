@@ -14,7 +14,7 @@ from lit_cifar.augment import Normalization, normalize
 from lit_cifar.data import trained_normalization
 from lit_cifar.errors import UserError
 from lit_cifar.module import CIFARClassifier, untrained_classifier
-from lit_cifar.safety import check_checkpoint
+from lit_cifar.checkpoints import check_checkpoint
 from lit_cifar.sources import CLASSES, IMAGE_SIZE, IMAGE_SUFFIXES
 
 

@@ -8,16 +8,21 @@ if not os.environ.get("LIT_CIFAR_GPU_TESTS"):
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import io
+import json
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from lightning.pytorch import Callback
 from PIL import Image
 
 from lit_cifar.sources import ARCHIVE, CLASSES, PYTHON_DIR, TEST_BATCH, TRAIN_BATCHES
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PER_CLASS = 6  # 60 training images: 12 per python batch
 TEST_PER_CLASS = 2
 
@@ -100,3 +105,33 @@ def learnable_data_dir(tmp_path) -> Path:
 def run_in_a_temporary_folder(tmp_path, monkeypatch):
     """Runs write lightning_logs/ and checkpoints/ into the working folder: never the repository's."""
     monkeypatch.chdir(tmp_path)
+
+
+class LossHistory(Callback):
+    """Reads each epoch's Loss/train, which the module logs after callbacks' own on_train_epoch_end."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch > 0:
+            self.losses.append(float(trainer.callback_metrics["Loss/train"]))
+
+    def on_train_end(self, trainer, module) -> None:
+        self.losses.append(float(trainer.callback_metrics["Loss/train"]))
+
+
+def fit_in_subprocess(data_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``scripts/fit.py --data.data_dir DATA_DIR ARGS`` run in ``cwd`` as a user runs it; the callbacks of
+    tests/crash_callbacks.py can be named on its command line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fit.py"), "--data.data_dir", str(data_dir), "--data.download", "false",
+         "--trainer.enable_progress_bar", "false", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+def recorded_steps(path: Path) -> dict:
+    """What crash_callbacks.RecordSteps wrote: the step a run started at and the steps it trained."""
+    return json.loads(path.read_text())

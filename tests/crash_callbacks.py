@@ -1,5 +1,7 @@
-"""Callbacks that break a run on purpose, for the crash tests (loaded by class path in a subprocess)."""
+"""Callbacks for the crash and resume tests, loaded by class path in a subprocess: two break a run on purpose,
+one records what a run trained."""
 
+import json
 import os
 import signal
 
@@ -28,3 +30,18 @@ class PoisonAtStep(Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 module.network.fc2.weight[0, 0] = float("nan")
+
+
+class RecordSteps(Callback):
+    """Write to ``path`` the global step the run started training at and every step it trained, as JSON."""
+
+    def __init__(self, path: str = "steps.json") -> None:
+        self.path, self.record = path, {"started_at": None, "trained": []}
+
+    def on_train_start(self, trainer, module) -> None:
+        self.record["started_at"] = trainer.global_step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.record["trained"].append(trainer.global_step)
+        with open(self.path, "w") as file:
+            json.dump(self.record, file)

@@ -1,8 +1,11 @@
 import math
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from lit_cifar.data import CIFAR10DataModule
 from lit_cifar.augment import normalize, seed_augment, seed_sampling_maps, training_augmentation, warp
 
 
@@ -28,10 +31,23 @@ def test_parameters_follow_the_seed_distributions():
     scale = det.abs().sqrt()
     assert 0.8 <= scale.min() and scale.max() <= 1.2
     assert math.isclose((det < 0).float().mean().item(), 0.5, abs_tol=0.02)  # flipped half the time
-    # Undo the scale and read the rotation off the second row, which shear and flip leave alone.
+    # Undo the scale: shear · rotation · flip. The second row is the rotation's (the shear leaves it alone).
     unscaled = maps / scale[:, None, None]
-    angle = torch.rad2deg(torch.atan2(unscaled[:, 1, 0], unscaled[:, 1, 1])).abs()
+    radians = torch.atan2(unscaled[:, 1, 0], unscaled[:, 1, 1])
+    angle = torch.rad2deg(radians).abs()
     assert angle.max() <= 10 + 1e-3 and angle.max() > 9.9
+    # Undo the flip and the rotation: what is left is the x-shear [[1, tan s], [0, 1]].
+    mirrored = torch.where(det < 0, -1.0, 1.0)
+    flip = torch.diag_embed(torch.stack([mirrored, torch.ones_like(det)], -1))
+    cos, sin = (radians * mirrored).cos(), (radians * mirrored).sin()  # the flip mirrored the angle read above
+    unrotate = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # rotation by -angle
+    shear = unscaled @ flip @ unrotate
+    torch.testing.assert_close(shear[:, 1], torch.tensor([0.0, 1.0]).expand(len(shear), 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(shear[:, 0, 0], torch.ones(len(shear)), atol=1e-5, rtol=0)
+    shear_degrees = torch.rad2deg(torch.atan(shear[:, 0, 1]))
+    assert shear_degrees.abs().max() <= 10 + 1e-3 and shear_degrees.min() < -9.9 and shear_degrees.max() > 9.9
+    assert math.isclose(shear_degrees.abs().mean().item(), 5.0, abs_tol=0.2)  # uniform in ±10°
+    assert math.isclose(scale.mean().item(), 1.0, abs_tol=0.01) and scale.min() < 0.81 and scale.max() > 1.19
 
 
 def test_identity_and_flip_maps_are_exact():
@@ -42,11 +58,23 @@ def test_identity_and_flip_maps_are_exact():
     assert torch.equal(warp(images, flip), images.flip(-1))
 
 
-def test_evaluation_only_normalizes_and_is_deterministic():
+def test_normalization_maps_pixels_to_the_seeds_range():
     images = torch.tensor([0, 255, 51], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
-    out = normalize(images)
-    assert torch.equal(out, normalize(images))
-    assert out[0, :, 0, 0].tolist() == [-1.0, 1.0, -0.6000000238418579]
+    assert normalize(images)[0, :, 0, 0].tolist() == [-1.0, 1.0, -0.6000000238418579]
+
+
+@pytest.mark.parametrize("stage", ["validating", "testing", "training"])
+def test_only_training_batches_are_augmented(stage):
+    torch.manual_seed(0)
+    data = CIFAR10DataModule(download=False)
+    data.trainer = SimpleNamespace(training=stage == "training", current_epoch=0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(8)
+    batches = [data.on_after_batch_transfer((images, labels), 0) for _ in range(2)]
+    for out, out_labels in batches:
+        assert torch.equal(out_labels, labels)
+        assert torch.equal(out, normalize(images)) == (stage != "training")
+    assert torch.equal(batches[0][0], batches[1][0]) == (stage != "training")  # new draws every training batch
 
 
 @pytest.mark.parametrize("backend", ["tensor", "kornia", "torchvision"])

@@ -146,10 +146,28 @@ def test_model_and_data_flags_never_share_a_name():
     assert not model & data
 
 
+def leaves(tree: dict, prefix: str = "") -> dict:
+    """A nested YAML mapping as {"model.scheduler.init_args.max_lr": value}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)
-def test_every_shipped_config_parses(config):
+def test_every_shipped_config_parses_into_the_values_it_states(config):
+    written = leaves(yaml.safe_load(config.read_text()))
+    assert written
     cli = parse("--config", str(config))
-    assert cli.trainer.max_epochs >= 1
+    for key, value in written.items():
+        assert cli.config[key] == value, key
+    trainer = cli.trainer
+    assert trainer.max_epochs == written.get("trainer.max_epochs", 20)
+    assert trainer.precision == written.get("trainer.precision", "32-true")
+    assert cli.datamodule.batch_size == written.get("data.batch_size", 32)
 
 
 def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir, tmp_path):

@@ -15,8 +15,8 @@ from lightning.pytorch import Callback
 from lit_cifar.cli import CifarCLI
 from lit_cifar.cuda_graph import GraphedFunction, GraphedTrainingStep
 from lit_cifar.data import CIFAR10DataModule
+from conftest import LossHistory
 from lit_cifar.module import CIFARClassifier
-from test_training import LossHistory
 
 SPEEDRUN = Path(__file__).resolve().parents[1] / "configs" / "speedrun.yaml"
 
@@ -26,8 +26,7 @@ def gpu(test):
     return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")(test))
 
 
-def fit(data_dir: Path, *args: str, callbacks: tuple[Callback, ...] = (), accelerator: str = "gpu",
-        step_graph=None) -> CifarCLI:
+def fit(data_dir: Path, *args: str, callbacks: tuple[Callback, ...] = (), accelerator: str = "gpu") -> CifarCLI:
     """Two epochs of the 50 training images left beside 10 for validation: in batches of 16, three
     steps the graph replays and one of 2 images that runs eagerly, per epoch."""
     cli = CifarCLI(
@@ -40,10 +39,26 @@ def fit(data_dir: Path, *args: str, callbacks: tuple[Callback, ...] = (), accele
         run=False,
     )
     cli.trainer.callbacks.extend(callbacks)
-    if step_graph is not None:
-        cli.model.step_graph = step_graph(cli.model.objective, cli.model.network)
     cli.trainer.fit(cli.model, cli.datamodule)
     return cli
+
+
+def count_replays(monkeypatch, graph_class: type[GraphedTrainingStep]) -> list[int]:
+    """The number of images of every training step ``graph_class`` replays from here on."""
+    counted: list[int] = []
+    replay = graph_class._replay
+
+    def counting(self) -> None:
+        counted.append(len(self.images))
+        replay(self)
+
+    monkeypatch.setattr(graph_class, "_replay", counting)
+    return counted
+
+
+@pytest.fixture
+def replays(monkeypatch) -> list[int]:
+    return count_replays(monkeypatch, GraphedTrainingStep)
 
 
 def assert_same_weights(a: CIFARClassifier, b: CIFARClassifier) -> None:
@@ -52,9 +67,14 @@ def assert_same_weights(a: CIFARClassifier, b: CIFARClassifier) -> None:
 
 
 class EagerRecording(GraphedTrainingStep):
-    """GraphedTrainingStep with the CUDA graph's work done eagerly into the same fixed tensors: all the
-    rest of it (which batches replay, its gradients kept as ``.grad``, copies of its outputs) runs as
-    on a GPU, so the CPU can check how it and the module and the Trainer work together."""
+    """GraphedTrainingStep with the CUDA graph's work done eagerly into the same fixed tensors, and
+    allowed on the CPU: all the rest of it (which batches replay, its gradients kept as ``.grad``,
+    copies of its outputs) runs as on a GPU, so the CPU can check how it and the module and the
+    Trainer work together."""
+
+    @staticmethod
+    def check(trainer) -> None:
+        pass
 
     def _record(self, images, labels, trained) -> None:
         self.graph, self.images, self.labels, self.trained = "recorded", images.clone(), labels.clone(), trained
@@ -68,13 +88,16 @@ class EagerRecording(GraphedTrainingStep):
         self.loss = loss.detach()
 
 
-def test_the_module_trains_a_replayed_step_as_an_eager_one(learnable_data_dir):
+def test_the_module_trains_a_replayed_step_as_an_eager_one(learnable_data_dir, monkeypatch):
     """On the CPU: Lightning's zero_grad and backward are skipped for replayed steps and run in place
     for the rest, and the gradients set to None before each validation come back, so the weights come
     out bit for bit as without a graph."""
+    replays = count_replays(monkeypatch, EagerRecording)
     eager = fit(learnable_data_dir, accelerator="cpu")
-    replayed = fit(learnable_data_dir, accelerator="cpu", step_graph=EagerRecording)
-    assert len(replayed.model.step_graph.images) == 16
+    assert replays == []
+    monkeypatch.setattr("lit_cifar.module.GraphedTrainingStep", EagerRecording)
+    replayed = fit(learnable_data_dir, "--model.cuda_graph", "true", accelerator="cpu")
+    assert replays == [16] * 6  # three full batches per epoch replayed, the short fourth one eager
     for (name, expected), actual in zip(eager.model.network.state_dict().items(), replayed.model.network.state_dict().values()):
         assert torch.equal(actual, expected), name
     for metric in ("Loss/train", "Accuracy/train", "Loss/val"):
@@ -92,13 +115,13 @@ def test_the_module_trains_a_replayed_step_as_an_eager_one(learnable_data_dir):
     ],
     ids=lambda args: " ".join(args) or "defaults",
 )
-def test_replayed_steps_train_as_eager_steps_do(learnable_data_dir, args):
+def test_replayed_steps_train_as_eager_steps_do(learnable_data_dir, args, replays):
     # The same seed, so the same data order and augmentation: only the way each step runs differs. SGD, as
     # Adam turns the GPU's nondeterministic last bits of a near-zero gradient into whole steps of size lr.
     sgd = ["--model.optimizer", "SGD", "--model.optimizer.lr", "0.05", "--model.optimizer.momentum", "0.9"]
     eager = fit(learnable_data_dir, *sgd, *args)
     graphed = fit(learnable_data_dir, "--model.cuda_graph", "true", *sgd, *args)
-    assert graphed.model.step_graph.graph is not None
+    assert replays == [16] * 6
     assert_same_weights(eager.model, graphed.model)
     for metric in ("Loss/train", "Accuracy/train", "Loss/val"):
         torch.testing.assert_close(graphed.trainer.callback_metrics[metric], eager.trainer.callback_metrics[metric],
@@ -152,10 +175,10 @@ def test_a_replayed_augmentation_draws_new_parameters_per_image_and_replay(augme
 
 
 @gpu
-def test_both_graphs_train(learnable_data_dir):
+def test_both_graphs_train(learnable_data_dir, replays):
     history = LossHistory()
     cli = fit(learnable_data_dir, "--model.cuda_graph", "true", "--data.augment_cuda_graph", "true", "--max_epochs", "6",
               callbacks=(history,))
     losses = history.losses
-    assert cli.datamodule.graphed_training_batch.graph is not None
+    assert cli.datamodule.graphed_training_batch.graph is not None and len(replays) == 18
     assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.75 * losses[0], losses

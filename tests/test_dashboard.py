@@ -60,6 +60,21 @@ def test_dashboard_images_histograms_and_scalars(trained):
     assert [e.step for e in run.Scalars("Sparsity/all")] == [0, 1]
 
 
+def test_weight_statistics_are_those_of_the_weights_at_the_epochs_end(trained):
+    # The last epoch's figures against the weights of the last checkpoint, written at the same moment.
+    state = torch.load(trained[1] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weights = {name: tensor for name, tensor in state.items() if tensor.ndim >= 2}
+    flat = torch.cat([w.flatten() for w in weights.values()])
+    run = events(trained[1])
+    logged = {tag: run.Scalars(tag)[-1].value for tag in run.Tags()["scalars"]}
+    assert logged["Sparsity/all"] == pytest.approx((flat.abs() < 1e-3).float().mean().item(), abs=1e-6)
+    assert 0 < logged["Sparsity/all"] < 0.5  # the share of weights near zero, not of the others
+    assert logged["WeightNorm/L1/all"] == pytest.approx(flat.abs().sum().item(), rel=1e-5)
+    assert logged["WeightNorm/L2/network.fc1.weight"] == pytest.approx(weights["network.fc1.weight"].norm().item(), rel=1e-5)
+    assert logged["Sparsity/network.conv1.weight"] == pytest.approx(
+        (weights["network.conv1.weight"].abs() < 1e-3).float().mean().item(), abs=1e-6)
+
+
 def test_confusion_figure_redrawn_for_a_new_epoch_equals_a_fresh_one():
     matrices = torch.randint(0, 500, (2, 10, 10), generator=torch.Generator().manual_seed(0))
     reused = ConfusionFigure()

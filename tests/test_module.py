@@ -3,7 +3,10 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from lit_cifar.augment import normalize
+from lit_cifar.cli import CifarCLI
 from lit_cifar.errors import ConfigError
 from lit_cifar.module import CIFARClassifier
 from lit_cifar.networks import SeedCNN
@@ -92,23 +95,27 @@ def test_importing_the_module_keeps_freed_memory_for_the_next_step():
     assert float(result.stdout) < 200
 
 
-def test_training_metrics_taken_once_per_epoch_are_means_over_images_and_steps():
-    # Batches of unequal size: Loss/train is the mean over images, Penalty/train the mean over steps.
-    classifier = CIFARClassifier(regularization="l2")
-    generator = torch.Generator().manual_seed(0)
-    losses, correct, penalties = [], 0, []
-    for size in (7, 3, 5):
-        logits, labels = torch.randn(size, 10, generator=generator), torch.randint(0, 10, (size,), generator=generator)
-        losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
-        correct += (logits.argmax(1) == labels).sum()
-        penalties.append(torch.rand((), generator=generator))
-        classifier.train_steps.append((losses[-1], logits.argmax(1), labels, penalties[-1]))
-    classifier._update_train_metrics()
-    metrics = {name: metric.compute() for name, metric in classifier.train_metrics.items()}
-    assert torch.allclose(metrics["Loss"], torch.cat(losses).mean())
-    assert metrics["Accuracy"] == correct / 15
-    assert torch.allclose(metrics["Penalty"], torch.stack(penalties).mean())
-    assert classifier.train_steps == []
+def test_training_loss_and_accuracy_are_means_over_the_epochs_images(learnable_data_dir):
+    # With a learning rate of 0 the network stays as it starts, so the epoch's Loss/train and Accuracy/train are
+    # those of the initial network over all 50 training images, trained in batches of 16, 16, 16 and 2: a mean
+    # of the batch means would weigh the last two images eight times over.
+    cli = CifarCLI(
+        args=["--data.data_dir", str(learnable_data_dir), "--data.val_size", "10", "--data.batch_size", "16",
+              "--data.augment", "false", "--model.optimizer", "SGD", "--model.optimizer.lr", "0", "--max_epochs", "1",
+              "--model.regularization", "l2", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0"],
+        run=False,
+    )
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.num_training_batches == 4
+    images, labels = map(torch.cat, zip(*cli.datamodule.train_dataloader()))
+    with torch.no_grad():
+        logits = cli.model(normalize(images))
+        expected_penalty = cli.model.penalty()
+    metrics = cli.trainer.callback_metrics
+    torch.testing.assert_close(metrics["Loss/train"], F.cross_entropy(logits, labels))
+    assert metrics["Accuracy/train"] == (logits.argmax(1) == labels).float().mean()
+    torch.testing.assert_close(metrics["Penalty/train"], expected_penalty)
 
 
 def test_evaluation_loss_is_the_mean_over_images_across_unequal_batches():

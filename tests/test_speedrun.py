@@ -2,19 +2,25 @@
 groups, lookahead, test-time augmentation, and the recipe itself through scripts/fit.py and scripts/test.py."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback
+from torch import nn
 
-from lit_cifar.augment import crop_flip_augment
-from lit_cifar.cli import main
+from conftest import ROOT, fit_in_subprocess, recorded_steps
+from lit_cifar.augment import crop_flip_augment, normalize
+from lit_cifar.cli import CifarCLI, main
 from lit_cifar.data import CIFAR10DataModule
 from lit_cifar.module import CIFARClassifier
 from lit_cifar.networks import AirbenchNet
 from lit_cifar.schedules import TriangularLR
+from lit_cifar.speedrun import Lookahead
+from lit_cifar.tta import tta_logits
 
-SPEEDRUN = Path(__file__).resolve().parents[1] / "configs" / "speedrun.yaml"
+SPEEDRUN = ROOT / "configs" / "speedrun.yaml"
 
 
 def test_airbench_net_gives_ten_logits_with_airbench_size():
@@ -98,6 +104,114 @@ def test_test_time_augmentation_changes_nothing_for_an_invariant_input(tta):
         torch.testing.assert_close(model.predict_logits(images), model(images).float(), atol=1e-5, rtol=1e-5)
 
 
+def reflected_shift(images: torch.Tensor, step: int) -> torch.Tensor:
+    """Every pixel (i, j) taken from (i + step, j + step), indices past an edge mirrored back (edge not repeated)."""
+    size = images.shape[-1]
+    index = torch.arange(size) + step
+    index = torch.where(index < 0, -index, torch.where(index >= size, 2 * (size - 1) - index, index))
+    return images[..., index, :][..., index]
+
+
+@pytest.mark.parametrize("mode", ["none", "flip", "flip_translate"])
+def test_test_time_augmentation_averages_the_logits_of_the_copies_it_names(mode):
+    torch.manual_seed(0)
+    weights = torch.randn(5, 3, 32, 32)
+
+    def forward(images):  # sees where each pixel is, so every copy gets logits of its own
+        return torch.einsum("nchw,kchw->nk", images, weights)
+
+    images = torch.randn(4, 3, 32, 32)
+    plain, mirror = forward(images), forward(images.flip(-1))
+    up_left, down_right = reflected_shift(images, -1), reflected_shift(images, 1)
+    shifted = [(forward(s) + forward(s.flip(-1))) / 2 for s in (up_left, down_right)]
+    expected = {
+        "none": plain,
+        "flip": (plain + mirror) / 2,
+        "flip_translate": ((plain + mirror) / 2 + (shifted[0] + shifted[1]) / 2) / 2,
+    }[mode]
+    torch.testing.assert_close(tta_logits(forward, images, mode), expected, atol=1e-4, rtol=1e-5)
+    assert not torch.allclose(expected, plain) or mode == "none"
+
+
+def test_lookahead_replaces_the_weights_by_their_average_every_fifth_step_and_ends_on_it():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    module, trainer = SimpleNamespace(network=network), SimpleNamespace(global_step=0, estimated_stepping_batches=12)
+    lookahead = Lookahead(every=5, decay=0.8)
+    lookahead.on_train_start(trainer, module)
+    tensors = [t for t in network.state_dict().values() if t.is_floating_point()]
+    average = [t.clone() for t in tensors]
+    for step in range(1, 13):
+        with torch.no_grad():  # what an optimizer step and BatchNorm would do to the state
+            for t in tensors:
+                t.add_(torch.randn_like(t))
+        before = [t.clone() for t in tensors]
+        trainer.global_step = step
+        lookahead.on_train_batch_end(trainer, module, None, None, step - 1)
+        if step % 5 and step < 12:
+            assert all(torch.equal(t, b) for t, b in zip(tensors, before)), step  # untouched between updates
+            continue
+        decay = 1.0 if step == 12 else 0.8 * (step / 12) ** 3
+        average = [a * decay + b * (1 - decay) for a, b in zip(average, before)]
+        for t, a in zip(tensors, average):
+            torch.testing.assert_close(t, a)
+    checkpoint = {}
+    lookahead.on_save_checkpoint(trainer, module, checkpoint)
+    for saved, t in zip(checkpoint["lookahead_average"], tensors):
+        assert torch.equal(saved, t)  # the run ends on the average, and the checkpoint holds it
+
+
+def test_whitening_is_set_from_the_training_images_and_its_bias_trains_for_its_epochs_only(learnable_data_dir):
+    biases = {}
+
+    class WhiteningBias(Callback):
+        def on_train_epoch_end(self, trainer, module) -> None:
+            biases[trainer.current_epoch] = module.network.whiten.bias.detach().clone()
+
+    cli = CifarCLI(
+        args=["--config", str(SPEEDRUN), "--data.data_dir", str(learnable_data_dir), "--data.batch_size", "16",
+              "--trainer.max_steps", "-1", "--max_epochs", "3", "--model.whitening_bias_epochs", "1",
+              "--model.tta", "none", "--model.lookahead", "false", "--trainer.logger", "false",
+              "--trainer.enable_checkpointing", "false",
+              "--trainer.enable_progress_bar", "false"],
+        run=False,
+    )
+    cli.trainer.callbacks.append(WhiteningBias())
+    expected = AirbenchNet()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    expected.init_whitening(cli.datamodule.train_images(5000))
+    assert torch.equal(cli.model.network.whiten.weight, expected.whiten.weight)  # set from the data, never trained
+    assert not torch.equal(biases[0], torch.zeros_like(biases[0]))  # trained in epoch 0
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])  # frozen after
+
+
+def test_a_killed_speedrun_resumed_mid_epoch_ends_as_an_uninterrupted_one(learnable_data_dir, tmp_path):
+    """Lookahead updates at steps 5, 10, 15 and 20, checkpoints are written at the same steps, and the run is
+    killed at step 12: the resumed run must start from step 10's update, and at the batch after it, although
+    the TriangularLR schedule asks the Trainer for its step count before the checkpoint is restored."""
+    run = ["--config", str(SPEEDRUN), "--data.val_size", "0", "--data.batch_size", "16", "--trainer.max_steps", "20",
+           "--model.tta", "none", "--checkpoint.every_n_train_steps", "5"]  # 60 images: 4 steps per epoch
+    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
+    whole = fit_in_subprocess(learnable_data_dir, tmp_path / "whole", *run)
+    assert whole.returncode == 0, whole.stderr
+    killed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", *run,
+                               "--trainer.callbacks+=crash_callbacks.KillAtStep", "--trainer.callbacks.step", "12")
+    assert killed.returncode == -9
+    resumed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", *run, "--ckpt_path", "last",
+                                "--trainer.callbacks+=crash_callbacks.RecordSteps")
+    assert resumed.returncode == 0, resumed.stderr
+    steps = recorded_steps(tmp_path / "crash" / "steps.json")
+    assert steps["started_at"] == 10 and steps["trained"] == list(range(11, 21))
+
+    expected = torch.load(tmp_path / "whole/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    got = torch.load(tmp_path / "crash/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert got["global_step"] == expected["global_step"] == 20
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], tensor), name  # bit for bit, on the CPU
+    for average, tensor in zip(got["lookahead_average"], expected["lookahead_average"], strict=True):
+        assert torch.equal(average, tensor)
+
+
 def test_speedrun_recipe_fits_through_the_script_and_tests_with_the_checkpoints_settings(
     learnable_data_dir, capsys, monkeypatch
 ):
@@ -125,8 +239,28 @@ def test_speedrun_recipe_fits_through_the_script_and_tests_with_the_checkpoints_
     main("test", ["--data.data_dir", str(learnable_data_dir), "--data.val_size", "0",
                   "--ckpt_path", str(checkpoints / "last.ckpt"), "--trainer.enable_progress_bar", "false"])
     assert normalizations == ["cifar10"]
-    out = capsys.readouterr().out
-    assert "Accuracy/test_tta" in out and "Accuracy/test " in out
+    logged = logged_test_accuracies(capsys.readouterr().out)
+
+    # The same accuracies by hand, plain and with flip_translate, on the test images.
+    model = CIFARClassifier.load_from_checkpoint(checkpoints / "last.ckpt", weights_only=False).eval()
+    data = CIFAR10DataModule(data_dir=str(learnable_data_dir), val_size=0, download=False)
+    data.setup("test")
+    images, labels = data.splits["test"]
+    with torch.no_grad():
+        inputs = normalize(images, "cifar10")
+        plain = (model(inputs).argmax(1) == labels).float().mean().item()
+        augmented = (tta_logits(model, inputs, "flip_translate").argmax(1) == labels).float().mean().item()
+    assert logged == pytest.approx({"Accuracy/test": plain, "Accuracy/test_tta": augmented}, abs=1e-6)
+
+
+def logged_test_accuracies(out: str) -> dict[str, float]:
+    """Accuracy/test and Accuracy/test_tta from the table Lightning prints after a test run."""
+    values = {}
+    for line in out.splitlines():
+        cells = line.replace("│", " ").split()
+        if len(cells) == 2 and cells[0] in ("Accuracy/test", "Accuracy/test_tta"):
+            values[cells[0]] = float(cells[1])
+    return values
 
 
 def test_test_time_augmentation_is_an_option_of_evaluation_too(learnable_data_dir, capsys):
@@ -134,5 +268,4 @@ def test_test_time_augmentation_is_an_option_of_evaluation_too(learnable_data_di
     main("fit", [*tiny, "--data.batch_size", "16", "--max_epochs", "1"])  # the seed's recipe: no tta
     capsys.readouterr()
     main("test", [*tiny, "--ckpt_path", "lightning_logs/version_0/checkpoints/last.ckpt", "--model.tta", "flip"])
-    out = capsys.readouterr().out
-    assert "Accuracy/test_tta" in out and "Accuracy/test " in out
+    assert set(logged_test_accuracies(capsys.readouterr().out)) == {"Accuracy/test", "Accuracy/test_tta"}

@@ -1,4 +1,4 @@
-"""Crashes, resumes, concurrent runs, bad checkpoints and reproducibility, run as a user runs them."""
+"""Crashes, resumes, concurrent runs, bad and old checkpoints, and reproducibility, run as a user runs them."""
 
 import os
 import subprocess
@@ -8,20 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import ROOT, fit_in_subprocess, recorded_steps
+from lit_cifar.checkpoints import AtomicCheckpointIO
 from lit_cifar.cli import main
-from lit_cifar.safety import AtomicCheckpointIO
 from lit_cifar.sources import CACHE_DIR, load
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data.val_size", "10", "--data.batch_size", "8", "--data.download", "false", "--trainer.enable_progress_bar", "false"]
+# A checkpoint and the run's config.yaml written by main at c302466, before the code was redesigned: one epoch of
+# the seed's recipe on the `tiny_cifar` data with --data.val_size 10 --data.batch_size 16.
+OLD_CHECKPOINT = ROOT / "tests" / "data" / "seed_main_c302466.ckpt"
+OLD_CONFIG = ROOT / "tests" / "data" / "seed_main_c302466_config.yaml"
+
+# Lightning says so when a run resumes into a new version_N folder, as every resume here does.
+RESUMED_INTO_A_NEW_FOLDER = "ignore:The dirpath has changed from:UserWarning"
 
 
 def fit(data_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fit.py"), "--data.data_dir", str(data_dir), *TINY, *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300, env=env,
-    )
+    return fit_in_subprocess(data_dir, cwd, *TINY, *args)
 
 
 def final_state(run_dir: Path) -> dict:
@@ -38,15 +41,64 @@ def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_an_uninterrupted_one(l
     killed = fit(learnable_data_dir, tmp_path / "crash", *every, "--trainer.callbacks+=crash_callbacks.KillAtStep",
                  "--trainer.callbacks.step", "11")
     assert killed.returncode == -9  # SIGKILL in epoch 1, two steps after the checkpoint at step 9
-    resumed = fit(learnable_data_dir, tmp_path / "crash", *every, "--ckpt_path", "last")
+    resumed = fit(learnable_data_dir, tmp_path / "crash", *every, "--ckpt_path", "last",
+                  "--trainer.callbacks+=crash_callbacks.RecordSteps")
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
+    # It went on from the checkpoint: a run started afresh would also end on the same weights (same seed).
+    steps = recorded_steps(tmp_path / "crash" / "steps.json")
+    assert steps["started_at"] == 9 and steps["trained"] == list(range(10, 22))
 
     expected = final_state(tmp_path / "whole" / "lightning_logs" / "version_0")
     got = final_state(tmp_path / "crash" / "lightning_logs" / "version_1")
     assert (got["epoch"], got["step"]) == (expected["epoch"], expected["step"]) == (2, 21)
     for name, tensor in expected["weights"].items():
         assert torch.equal(got["weights"][name], tensor), name  # bit for bit, on the CPU
+
+
+@pytest.mark.filterwarnings(RESUMED_INTO_A_NEW_FOLDER)
+def test_ckpt_path_last_takes_the_newest_last_checkpoint_of_the_earlier_runs(python_data_dir, tmp_path, capsys):
+    for _ in range(2):
+        main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1"])
+    runs = tmp_path / "lightning_logs"
+    newer = os.stat(runs / "version_1" / "checkpoints" / "last.ckpt").st_mtime_ns + 10**9
+    os.utime(runs / "version_0" / "checkpoints" / "last.ckpt", ns=(newer, newer))  # version_0 written last
+    capsys.readouterr()
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "2", "--ckpt_path", "last"])
+    assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().err
+    assert torch.load(runs / "version_2" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 14
+
+
+@pytest.mark.filterwarnings(RESUMED_INTO_A_NEW_FOLDER)
+def test_a_checkpoint_written_before_the_redesign_evaluates_as_it_did_and_resumes(python_data_dir, capsys):
+    tiny = ["--data.data_dir", str(python_data_dir), "--data.val_size", "10", "--data.batch_size", "16",
+            "--data.download", "false", "--trainer.enable_progress_bar", "false"]
+    main("test", [*tiny, "--ckpt_path", str(OLD_CHECKPOINT)])
+    out = capsys.readouterr().out
+    # What main printed for this checkpoint and data at c302466.
+    assert "2.3080339431762695" in out.split("Loss/test")[1].split("\n")[0]
+    assert "0.15000000596046448" in out.split("Accuracy/test")[1].split("\n")[0]
+    main("fit", [*tiny, "--max_epochs", "2", "--ckpt_path", str(OLD_CHECKPOINT)])
+    resumed = torch.load("lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert (resumed["epoch"], resumed["global_step"]) == (1, 8)
+
+
+def test_a_run_config_saved_before_the_redesign_repeats_the_run(python_data_dir, tmp_path):
+    # Its logger's class path is lit_cifar.safety.TensorBoardLogger, the name before the logger had a file of its own.
+    assert "lit_cifar.safety.TensorBoardLogger" in OLD_CONFIG.read_text()
+    main("fit", ["--config", str(OLD_CONFIG), "--data.data_dir", str(python_data_dir)])
+    repeated = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert repeated["global_step"] == 4 and repeated["datamodule_hyper_parameters"]["batch_size"] == 16
+
+
+def test_last_checkpoint_is_the_latest_state_when_the_watched_metric_stopped_improving(python_data_dir, tmp_path):
+    # Watching the epoch for its minimum: epoch 0 stays the best, and last.ckpt must still follow the run.
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "3", "--checkpoint.monitor", "epoch",
+                 "--checkpoint.mode", "min"])
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-epoch00.ckpt", "last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 21
+    assert torch.load(checkpoints / "best-epoch00.ckpt", weights_only=True)["global_step"] == 7
 
 
 def test_ckpt_path_last_without_an_earlier_run(python_data_dir, tmp_path, capsys):
