@@ -10,6 +10,7 @@ from lit_cifar.cli import CifarCLI
 from lit_cifar.errors import ConfigError
 from lit_cifar.module import CIFARClassifier
 from lit_cifar.networks import SeedCNN
+from lit_cifar.tta import tta_logits
 
 
 def test_seed_cnn_has_the_seeds_layers_and_parameter_count():
@@ -76,8 +77,8 @@ def test_importing_the_module_sets_the_process_up_for_cpu_training():
 
 
 def test_importing_the_module_keeps_freed_memory_for_the_next_step():
-    # glibc's defaults hand the step's freed activation blocks back to the kernel: measured 1,600
-    # page faults per fp32 step of SeedCNN at batch 32 here; kept for reuse, about 20.
+    # glibc's defaults hand the step's freed activation blocks back to the kernel, hundreds of page faults
+    # per step (docs/benchmarks.md); kept for reuse, a few dozen at most.
     probe = (
         "import resource, torch, torch.nn.functional as F, lit_cifar.module\n"
         "from lit_cifar.networks import SeedCNN\n"
@@ -127,3 +128,18 @@ def test_evaluation_loss_is_the_mean_over_images_across_unequal_batches():
             classifier.validation_step(batch, 0)
         expected = torch.nn.functional.cross_entropy(classifier(images), labels)
     assert torch.allclose(classifier.val_metrics["Loss"].compute(), expected)
+
+
+def test_evaluation_with_tta_scores_the_averaged_logits_beside_the_plain_ones():
+    torch.manual_seed(0)
+    classifier = CIFARClassifier(tta="flip_translate").eval()
+    images, labels = torch.randn(300, 3, 32, 32), torch.randint(0, 10, (300,))
+    with torch.no_grad():
+        classifier.test_step((images, labels), 0)
+        plain = (classifier(images).argmax(1) == labels).float().mean()
+        augmented = tta_logits(classifier, images, "flip_translate").argmax(1)
+    metrics = classifier.test_metrics
+    assert plain != (augmented == labels).float().mean()  # so the two metrics can tell the logits apart
+    assert metrics["Accuracy"].compute() == plain
+    assert metrics["AccuracyTTA"].compute() == (augmented == labels).float().mean()
+    assert torch.equal(metrics["Confusion"].compute().sum(0), torch.bincount(augmented, minlength=10))
