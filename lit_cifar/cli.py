@@ -74,7 +74,7 @@ class CifarCLI(LightningCLI):
                     # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
                     "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
                 },
-                # Adam as the seed's (lr 1e-3), with the fused kernel: the same update in one kernel, cheaper (docs/benchmarks.md).
+                # Adam as the seed's (lr 1e-3), fused: the same update in one kernel, cheaper (docs/benchmarks.md).
                 "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "fused": True}},
                 "checkpoint.monitor": "Accuracy/val",
                 "checkpoint.mode": "max",
@@ -89,8 +89,10 @@ class CifarCLI(LightningCLI):
         # has no job (evaluation) or was switched off (Lightning refuses one with enable_checkpointing=False).
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         wanted = self.subcommand in (None, "fit") and trainer_config.get("enable_checkpointing") is not False
-        checkpoint_settings = dict(self._get(self.config, "checkpoint"))
-        callbacks = with_last_checkpoint(self._get(self.config_init, "checkpoint"), checkpoint_settings) if wanted else []
+        callbacks = []
+        if wanted:
+            settings = dict(self._get(self.config, "checkpoint"))
+            callbacks = with_last_checkpoint(self._get(self.config_init, "checkpoint"), settings)
         if trainer_config.get("logger") in (False, None):  # Lightning refuses a LearningRateMonitor without a logger
             configured = trainer_config.get("callbacks") or []
             trainer_config["callbacks"] = [c for c in configured if not isinstance(c, LearningRateMonitor)]
