@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+# Ends the name of the temporary file a save writes before renaming it into place.
+TEMPORARY_SUFFIX = ".tmp"
+
 
 def atomic_torch_save(obj: Any, target: Path) -> None:
     """``torch.save`` to a temporary file beside ``target``, then rename it into place.
@@ -17,7 +20,7 @@ def atomic_torch_save(obj: Any, target: Path) -> None:
     half a file under ``target``, and the temporary file is removed on any failure.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as file:
             torch.save(obj, file)

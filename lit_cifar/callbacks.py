@@ -35,6 +35,22 @@ def flat_hparams(hparams: dict, prefix: str) -> dict[str, int | float | str | bo
     return flat
 
 
+# What runs being compared usually differ in, first in the HParams table (in this order); the rest follows
+# alphabetically. TensorBoard lists the columns in the order the summary names them.
+HPARAMS_FIRST = (
+    "model/regularization", "model/reg_lambda", "model/l1_ratio", "model/dropout", "model/label_smoothing",
+    "model/optimizer/class_path", "model/optimizer/init_args/lr", "model/scheduler/class_path",
+    "data/batch_size", "data/train_per_class", "data/augment", "data/augmentation", "trainer/max_epochs",
+    "trainer/precision", "model/network", "model/tta",
+)
+
+
+def in_table_order(params: dict) -> dict:
+    """``params`` with the keys of HPARAMS_FIRST first, then the others sorted."""
+    first = [key for key in HPARAMS_FIRST if key in params]
+    return {key: params[key] for key in [*first, *sorted(set(params) - set(first))]}
+
+
 class HParamsSummary(Callback):
     """Fills TensorBoard's HParams tab: the run's hyperparameters beside its final metrics.
 
@@ -61,8 +77,40 @@ class HParamsSummary(Callback):
         if trainer.datamodule is not None:
             params.update(flat_hparams(dict(trainer.datamodule.hparams), "data/"))
         params.update({"trainer/precision": str(trainer.precision), "trainer/max_epochs": trainer.max_epochs or -1})
-        for summary in hparams(params, {metric: 0.0 for metric in self.METRICS}):
+        for summary in hparams(in_table_order(params), {metric: 0.0 for metric in self.METRICS}):
             writer.file_writer.add_summary(summary)
+
+
+class TrainValLayout(Callback):
+    """The seed's live figure on TensorBoard's Custom Scalars tab: loss and accuracy, train against validation,
+    each pair on one chart, under the seed's tag names. Written once per run, when fitting starts."""
+
+    LAYOUT = {
+        "Train vs validation": {
+            "Loss: train vs val": ["Multiline", ["Loss/train", "Loss/val"]],
+            "Accuracy: train vs val": ["Multiline", ["Accuracy/train", "Accuracy/val"]],
+        }
+    }
+
+    def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is not None:
+            writer.add_custom_scalars(self.LAYOUT)
+
+
+class LearningRate(Callback):
+    """The learning rate once per epoch, at the epoch's start, with the epoch as x coordinate like every curve
+    here: ``LearningRate`` for the optimizer's first parameter group and ``LearningRate/group<i>`` for others
+    (the speedrun's BatchNorm biases). Lightning's LearningRateMonitor names the tag after the optimizer and,
+    under a per-step schedule, logs on a step axis every 50 steps."""
+
+    def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or not trainer.optimizers:
+            return
+        for index, group in enumerate(trainer.optimizers[0].param_groups):
+            tag = "LearningRate" if index == 0 else f"LearningRate/group{index}"
+            writer.add_scalar(tag, float(group["lr"]), trainer.current_epoch)
 
 
 class ConfusionFigure:

@@ -1,6 +1,5 @@
 """Checkpoint files: written atomically, ``last.ckpt`` always the latest state, carrying the random state a
-resume needs, ``--ckpt_path last`` resolved to the newest run's last checkpoint, and a checkpoint checked
-before anything loads it."""
+resume needs, and a checkpoint checked before anything loads it (what ``--ckpt_path last`` means: lit_cifar.resume)."""
 
 from __future__ import annotations
 
@@ -73,17 +72,6 @@ class RNGState(Callback):
             self._to_restore = None
 
 
-def newest_last_checkpoint(log_root: Path) -> Path:
-    """The most recently written ``last.ckpt`` of any earlier run under ``log_root`` (e.g. lightning_logs/)."""
-    candidates = [path for path in log_root.rglob("last.ckpt") if path.parent.name == "checkpoints"]
-    if not candidates:
-        raise UserError(
-            f"--ckpt_path last: no earlier run under {log_root}/ left a checkpoints/last.ckpt; "
-            "give a checkpoint's path, or leave --ckpt_path out to start afresh"
-        )
-    return max(candidates, key=lambda path: path.stat().st_mtime_ns)
-
-
 def check_checkpoint(path: Path, model_for: Callable[[dict], torch.nn.Module]) -> dict:
     """Refuse, with a message, a file that is not a checkpoint of this model, before Lightning trips over it.
 
@@ -98,22 +86,22 @@ def check_checkpoint(path: Path, model_for: Callable[[dict], torch.nn.Module]) -
     except pickle.UnpicklingError as err:
         needs_code = "Weights only load failed" in str(err) and "global" in str(err).lower()
         if not needs_code:
-            raise UserError(f"{path} is not a checkpoint ({err})") from err
+            raise UserError(f"--ckpt_path {path} is not a checkpoint: torch.load cannot read it; give a .ckpt file a run wrote") from err
         raise UserError(
-            f"{path} holds objects that are not safe to load (weights_only loading refused it). If you trust "
+            f"--ckpt_path {path} holds objects that are not safe to load (weights_only loading refused it). If you trust "
             f"its source, load it yourself with torch.load(weights_only=False) and re-save its state_dict"
         ) from err
     except Exception as err:
-        raise UserError(f"{path} is not a checkpoint ({type(err).__name__}: {err})") from err
+        raise UserError(f"--ckpt_path {path} is not a checkpoint ({type(err).__name__}: {err}); give a .ckpt file a run wrote") from err
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        raise UserError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+        raise UserError(f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
     try:
         module = model_for(checkpoint.get("hyper_parameters") or {})
     except (TypeError, UserError) as err:
-        raise UserError(f"{path} is a checkpoint of another model: its hyperparameters do not fit this one ({err})") from err
+        raise UserError(f"--ckpt_path {path} is a checkpoint of another model: its hyperparameters do not fit this one ({err})") from err
     expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items() if name.startswith("network.")}
     found = {name: tuple(tensor.shape) for name, tensor in state.items() if name.startswith("network.")}
     if expected != found:
-        raise UserError(f"{path} is a checkpoint of another model: its network's weights do not match this one's")
+        raise UserError(f"--ckpt_path {path} is a checkpoint of another model: its network's weights do not match this one's")
     return checkpoint

@@ -6,6 +6,7 @@ so every LightningCLI feature (dotted overrides, ``--config``, ``--print_config`
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import logging
 import os
@@ -15,22 +16,54 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lit_cifar.checkpoints import AtomicCheckpointIO, RNGState, check_checkpoint, with_last_checkpoint
 from lit_cifar.data import CIFAR10DataModule, trained_normalization
-from lit_cifar.errors import UserError
+from lit_cifar.errors import UserError, parser_error_line
 from lit_cifar.module import CIFARClassifier, untrained_classifier
-from lit_cifar.checkpoints import AtomicCheckpointIO, RNGState, check_checkpoint, newest_last_checkpoint, with_last_checkpoint
 from lit_cifar.nonfinite_loss import StopOnNonFiniteLoss
+from lit_cifar.progress import EpochLines
+from lit_cifar.resume import changed_settings, newest_run_checkpoint, saved_config
+from lit_cifar.run_folder import RunFolder
 
 # Trainer flags common enough to deserve a short form: `--accelerator gpu` as well as `--trainer.accelerator gpu`.
 SHORT_TRAINER_FLAGS = ("accelerator", "devices", "max_epochs", "precision")
-# Values of --ckpt_path that Lightning resolves itself rather than reading a file ("last" is resolved here).
-SPECIAL_CKPT_PATHS = ("best", "hpc", "registry")
+# Values of --ckpt_path that Lightning resolves itself rather than reading a file ("last" and "best" are resolved here).
+SPECIAL_CKPT_PATHS = ("hpc", "registry")
 DEBUG_ENV = "LIT_CIFAR_DEBUG"
+# Trainer and checkpoint arguments Lightning checks late, or in words that name no flag, or not at all; with
+# their least valid value (-1: no limit, or every checkpoint kept).
+MINIMUMS = {"trainer.max_epochs": -1, "trainer.max_steps": -1, "trainer.accumulate_grad_batches": 1,
+            "trainer.check_val_every_n_epoch": 1, "trainer.log_every_n_steps": 1, "checkpoint.every_n_train_steps": 0,
+            "checkpoint.every_n_epochs": 0, "checkpoint.save_top_k": -1}
+CKPT_PATH_HELP = {
+    "fit": "Resume training from this checkpoint: a file, 'last' (the most recently written last.ckpt of the runs "
+           "under the log folder) or 'best' (that run's best checkpoint). The run's saved config.yaml is used; "
+           "flags given beside it change it, and the command says which. (default: null, start afresh)",
+    "test": "Required. The checkpoint to evaluate: a file, 'last' (the most recently written last.ckpt of the runs "
+            "under the log folder) or 'best' (that run's best checkpoint).",
+}
+# The --help of each script, the project's own options first: its groups in this order, the Trainer's last.
+HELP_ORDER = ("options", "ckpt_path", "model", "data", "checkpoint", "trainer")
+HELP_TITLES = {
+    "ckpt_path": "The checkpoint",
+    "model": "The model (--model.*: lit_cifar.module.CIFARClassifier)",
+    "data": "The data (--data.*: lit_cifar.data.CIFAR10DataModule)",
+    "checkpoint": "Checkpoints written while training (--checkpoint.*: Lightning's ModelCheckpoint)",
+    "trainer": "Lightning's Trainer (--trainer.*)",
+}
+DESCRIPTIONS = {
+    "fit": "Train a CIFAR-10 classifier: the seed's recipe by default, a recipe with --config configs/NAME.yaml. "
+           "This project's options first, Lightning's Trainer last; README.md has the guide.",
+    "test": "Evaluate a checkpoint on CIFAR-10's test split: --ckpt_path is required; the model's settings come "
+            "from the checkpoint. README.md has the guide.",
+}
+EVALUATION_IGNORES = {"model": "the checkpoint's settings are used, --model.tta apart", "checkpoint": "evaluation writes none"}
 
 
 class CifarCLI(LightningCLI):
@@ -47,7 +80,24 @@ class CifarCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             # The optimizer and scheduler are the model's own (typed) arguments: --model.optimizer.
             auto_configure_optimizers=False,
+            # A refused flag raises, and main() prints one line instead of the usage's hundred.
+            parser_kwargs={"exit_on_error": False, **{name: {"description": text} for name, text in DESCRIPTIONS.items()}},
         )
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        for subcommand, subparser in self._subcommand_parsers.items():
+            script = subparser.prog = f"{subcommand}.py"  # scripts/fit.py runs fit, scripts/test.py test
+            subparser.usage = f"{script} [--config FILE] [--ckpt_path CKPT] [--model.* ...] [--data.* ...] [--trainer.* ...]"
+            for action in subparser._actions:
+                if action.dest == "ckpt_path":
+                    action.help = CKPT_PATH_HELP.get(subcommand, action.help)
+            for group in subparser._action_groups:
+                name = help_group(group)
+                group.title = HELP_TITLES.get(name, group.title)
+                if subcommand != "fit" and name in EVALUATION_IGNORES:
+                    group.title = f"{group.title} (ignored here: {EVALUATION_IGNORES[name]})"
+            subparser._action_groups.sort(key=lambda group: HELP_ORDER.index(help_group(group)))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         trainer_params = inspect.signature(Trainer.__init__).parameters
@@ -63,7 +113,8 @@ class CifarCLI(LightningCLI):
             {
                 "trainer.max_epochs": 20,
                 "trainer.callbacks": [
-                    {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
+                    {"class_path": "lit_cifar.callbacks.LearningRate"},
+                    {"class_path": "lit_cifar.callbacks.TrainValLayout"},
                     {"class_path": "lit_cifar.callbacks.HParamsSummary"},
                     {"class_path": "lit_cifar.callbacks.ConfusionMatrixImage"},
                     {"class_path": "lit_cifar.callbacks.AugmentedImageGrid"},
@@ -72,7 +123,8 @@ class CifarCLI(LightningCLI):
                 "trainer.logger": {
                     "class_path": "lit_cifar.logger.TensorBoardLogger",
                     # hp_metric's placeholder -1 means nothing; the real metrics are Accuracy/* and Loss/*.
-                    "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
+                    # No save_dir: the logs follow --trainer.default_root_dir, as Lightning's own default logger's do.
+                    "init_args": {"name": "lightning_logs", "default_hp_metric": False},
                 },
                 # Adam as the seed's (lr 1e-3), fused: the same update in one kernel, cheaper (docs/benchmarks.md).
                 "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3, "fused": True}},
@@ -88,18 +140,21 @@ class CifarCLI(LightningCLI):
         # The checkpoint group's ModelCheckpoint is forced on every run by LightningCLI; leave it out where it
         # has no job (evaluation) or was switched off (Lightning refuses one with enable_checkpointing=False).
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        wanted = self.subcommand in (None, "fit") and trainer_config.get("enable_checkpointing") is not False
+        fitting = self.subcommand in (None, "fit")
         callbacks = []
-        if wanted:
+        if fitting and trainer_config.get("enable_checkpointing") is not False:
             settings = dict(self._get(self.config, "checkpoint"))
             callbacks = with_last_checkpoint(self._get(self.config_init, "checkpoint"), settings)
+        configured = list(trainer_config.get("callbacks") or [])
         if trainer_config.get("logger") in (False, None):  # Lightning refuses a LearningRateMonitor without a logger
-            configured = trainer_config.get("callbacks") or []
-            trainer_config["callbacks"] = [c for c in configured if not isinstance(c, LearningRateMonitor)]
-        if self.subcommand in (None, "fit"):
-            # Not options: what makes a crashed run resumable, and a diverged one stop, is always on,
-            # and first, so a diverged run stops before any other callback handles its NaN weights.
-            trainer_config["callbacks"] = [RNGState(), StopOnNonFiniteLoss(), *(trainer_config.get("callbacks") or [])]
+            configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
+        if trainer_config.get("enable_progress_bar") is not False and not sys.stdout.isatty():
+            if not any(isinstance(c, ProgressBar) for c in configured):
+                configured.append(EpochLines())  # a log file gets one line per epoch, not the bar's redraws
+        # Not options, and first: what removes a run's folder when it fails before starting; what makes a
+        # crashed run resumable and a diverged one stop, before any other callback handles its NaN weights.
+        always = [RunFolder(), RNGState(), StopOnNonFiniteLoss()] if fitting else [RunFolder()]
+        trainer_config["callbacks"] = [*always, *configured]
         trainer_config["plugins"] = [*(trainer_config.get("plugins") or []), AtomicCheckpointIO()]
         return self._instantiate_trainer(trainer_config, callbacks)
 
@@ -111,35 +166,78 @@ class CifarCLI(LightningCLI):
         # Test-time augmentation is a choice of evaluation: one asked for here beats the checkpoint's, whose
         # hyperparameters LightningCLI applies next (before_instantiate_classes puts it back).
         self.requested_tta = self.config[subcommand].model.tta if subcommand else "none"
-        if subcommand and self.config[subcommand].get("ckpt_path"):
-            # Before LightningCLI reads the checkpoint's hyperparameters, so a bad file gets a message.
-            self._resolve_ckpt_path(self.config[subcommand])
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return
+        # Before LightningCLI reads the checkpoint's hyperparameters, so a bad file gets a message.
+        checkpoint, why = self._resolve_ckpt_path(self.config[subcommand])
+        if subcommand == "fit" and checkpoint is not None:
+            self._resume_as_configured(parser, args, checkpoint, why)
 
-    @staticmethod
-    def _resolve_ckpt_path(config) -> None:
-        """``last``: the newest last.ckpt of the earlier runs under the log folder. Any file: checked."""
-        if config.ckpt_path == "last":
-            logger = config.trainer.logger
-            if logger in (False, None):
-                root = Path(config.trainer.default_root_dir or ".") / "checkpoints"
-            else:
-                init = logger.get("init_args") or {}
-                root = Path(init.get("save_dir") or ".") / (init.get("name") or "lightning_logs")
-            config.ckpt_path = str(newest_last_checkpoint(root))
-            print(f"Resuming from {config.ckpt_path}", file=sys.stderr)
-        if config.ckpt_path not in SPECIAL_CKPT_PATHS:
-            checkpoint = check_checkpoint(Path(config.ckpt_path), untrained_classifier)
-            # The network was trained on inputs normalised one way; evaluating it on others would be silently
-            # wrong. LightningCLI takes the model's hyperparameters from the checkpoint; this one follows them.
-            trained_with = trained_normalization(checkpoint)
-            if trained_with is not None:
-                config.data.normalization = trained_with
+    def _resolve_ckpt_path(self, config) -> tuple[Path | None, str]:
+        """``last`` and ``best``: a checkpoint of the newest run under the log folder. Any file: checked."""
+        why = "given"
+        if config.ckpt_path in ("last", "best"):
+            checkpoint, why = newest_run_checkpoint(config.ckpt_path, log_root(config))
+            config.ckpt_path = str(checkpoint)
+        if config.ckpt_path in SPECIAL_CKPT_PATHS:
+            return None, why
+        checkpoint = check_checkpoint(Path(config.ckpt_path), untrained_classifier)
+        # The network was trained on inputs normalised one way; evaluating it on others would be silently
+        # wrong. LightningCLI takes the model's hyperparameters from the checkpoint; this one follows them.
+        trained_with = trained_normalization(checkpoint)
+        if trained_with is not None:
+            config.data.normalization = trained_with
+        if self.config.subcommand != "fit":
+            print(f"Evaluating {config.ckpt_path} ({why})", file=sys.stderr)
+        return Path(config.ckpt_path), why
+
+    def _resume_as_configured(self, parser: LightningArgumentParser, args: list[str], checkpoint: Path, why: str) -> None:
+        """Resume with the run's own saved configuration, this command's flags applied over it; in the run's own
+        folder when they change nothing about training and it resumes from the run's last state."""
+        saved = saved_config(checkpoint)
+        if saved is None:
+            print(f"Resuming from {checkpoint} ({why}); it has no config.yaml beside its run folder, so this "
+                  f"command's settings are used", file=sys.stderr)
+            return
+        subcommand, *given = args
+        resume = [subcommand, "--config", str(saved)]
+        try:
+            before = parser.parse_args([*resume, "--ckpt_path", str(checkpoint)])
+        except argparse.ArgumentError as err:
+            raise UserError(f"--ckpt_path {checkpoint}: its run's {saved} no longer parses ({parser_error_line(str(err))}): "
+                            f"resume with --config FILE of your own") from err
+        self.config = parser.parse_args([*resume, *given, "--ckpt_path", str(checkpoint)])
+        changed = changed_settings(flat(before.fit.as_dict()), flat(self.config.fit.as_dict()))
+        run_dir = checkpoint.parent.parent
+        logger = self.config.fit.trainer.logger
+        own_folder = (not changed and checkpoint.name == "last.ckpt" and isinstance(logger, Namespace)
+                      and log_root(self.config.fit).resolve() == run_dir.parent.resolve())
+        if own_folder:
+            logger["init_args.version"] = run_dir.name  # on into version_N itself: no new folder
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            self.save_config_callback = None  # its config.yaml stays the one it started with
+        print(f"Resuming from {checkpoint} ({why}) with its run's settings ({saved})"
+              + (f", continuing in {run_dir}" if own_folder else "")
+              + (f"; this command changes {'; '.join(changed)}, so it trains in a new version_N" if changed else ""),
+              file=sys.stderr)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
         for flag in SHORT_TRAINER_FLAGS:
             if config[flag] is not None:
                 config.trainer[flag] = config[flag]
+        logger = config.trainer.logger
+        if isinstance(logger, Namespace) and logger.get("init_args.save_dir", None) is None:
+            logger["init_args.save_dir"] = config.trainer.default_root_dir or "."  # as Lightning's default logger
+        elif isinstance(logger, Namespace):
+            check_folder("--trainer.logger.init_args.save_dir", logger["init_args.save_dir"])
+        if config.trainer.default_root_dir:
+            check_folder("--trainer.default_root_dir", config.trainer.default_root_dir)
+        check_folder("--data.data_dir", config.data.data_dir)
+        for flag, minimum in MINIMUMS.items():
+            value = config.get(flag)
+            if isinstance(value, int) and value < minimum:
+                raise UserError(f"--{flag} must be at least {minimum}, got {value}")
         accelerator = config.trainer.accelerator
         if isinstance(accelerator, str) and accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
             raise UserError(
@@ -159,7 +257,48 @@ class CifarCLI(LightningCLI):
             config.checkpoint.filename = "epoch{epoch:02d}"
         ckpt_path = config.get("ckpt_path")
         if self.subcommand == "test" and not ckpt_path:
-            raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. lightning_logs/version_0/checkpoints/last.ckpt")
+            raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. --ckpt_path last, or "
+                            "lightning_logs/version_0/checkpoints/last.ckpt")
+
+
+def help_group(group: argparse._ArgumentGroup) -> str:
+    """Which of HELP_ORDER a group of a script's --help is, by its first option's name; any other is the Trainer's."""
+    dests = [action.dest for action in group._group_actions]
+    name = "options" if group.title == "options" else (dests[0].split(".")[0] if dests else "trainer")
+    return name if name in HELP_ORDER else "trainer"
+
+
+def log_root(config) -> Path:
+    """The folder whose ``version_N`` runs ``--ckpt_path last`` looks through: the logger's, or without a logger
+    the Trainer's ``default_root_dir``, as Lightning keeps its checkpoints."""
+    logger = config.trainer.logger
+    root = Path(config.trainer.default_root_dir or ".")
+    if logger in (False, None):
+        return root
+    return Path(logger.get("init_args.save_dir", None) or root) / (logger.get("init_args.name", None) or "lightning_logs")
+
+
+def check_folder(flag: str, path: str | os.PathLike) -> None:
+    """Refuse, with the flag's name, a folder that cannot be made or written: a file, or one under a file."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder: give a folder's path (it is made if missing)")
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, so no folder can be made under it: give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: no permission to write in {existing}: give a folder you can write to")
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """Nested settings as {"trainer.max_epochs": 20, ...}; lists stay whole."""
+    items = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items.update(flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
 
 
 def _not_an_advert(record: logging.LogRecord) -> bool:
@@ -179,20 +318,30 @@ def quiet_startup() -> None:
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('.*', ..., sync_dist=True\)`")
     # Evaluating a checkpoint needs none of the callbacks that trained it (checkpointing, RNG state).
     warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint")
+    # A resume into a new version_N starts its best-checkpoint bookkeeping afresh there; the CLI says where it trains.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def main(subcommand: str, args: list[str] | None = None) -> None:
-    """Run one LightningCLI subcommand; a UserError ends it with a one-line message and exit status 2."""
+    """Run one LightningCLI subcommand; an error the user's input caused ends it with one line and exit status 2."""
     quiet_startup()
     args = sys.argv[1:] if args is None else args
+    script = f"{subcommand}.py"
     try:
         CifarCLI(args=[subcommand, *args])
-    except (UserError, MisconfigurationException) as err:
+    except (UserError, MisconfigurationException, argparse.ArgumentError, OSError) as err:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {err}", file=sys.stderr)
-        print(f"(set {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
+        if isinstance(err, argparse.ArgumentError) and str(err).startswith("Problems parsing config"):
+            files = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+            message = f"--config {' '.join(files)}: not a YAML or JSON file that parses ({parser_error_line(str(err))})"
+        elif isinstance(err, argparse.ArgumentError):
+            message = f"{parser_error_line(str(err))} ({script} --help lists the options)"
+        elif isinstance(err, OSError):  # the file system refused a path of the command line or a config file
+            message = f"{err.strerror or err}: {err.filename}; check the paths the flags and config files give"
+        else:
+            message = " ".join(str(err).split())
+        print(f"error: {message}", file=sys.stderr)  # one line; LIT_CIFAR_DEBUG=1 shows the traceback instead
         raise SystemExit(2) from None
-

@@ -164,7 +164,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         minimums = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "val_size": (val_size, 0)}
-        for flag, (value, minimum) in {**minimums, "train_per_class": (train_per_class or 1, 1)}.items():
+        for flag, (value, minimum) in {**minimums, "train_per_class": (1 if train_per_class is None else train_per_class, 1)}.items():
             if value < minimum:
                 raise ConfigError(f"--data.{flag} must be at least {minimum}, got {value}")
         self.save_hyperparameters()

@@ -7,6 +7,7 @@ test-time augmentation in ``lit_cifar.tta``), the CUDA-graph replay in ``lit_cif
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, get_args
 
 import lightning as L
@@ -201,10 +202,9 @@ class CIFARClassifier(L.LightningModule):
         logits = self(images)
         metrics["Loss"].update(F.cross_entropy(logits, labels, reduction="none"))
         metrics["Accuracy"].update(logits, labels)
+        metrics["Confusion"].update(logits, labels)  # the plain predictions, as Accuracy/*
         if self.tta != "none":
-            logits = tta_logits(self, images, self.tta, logits)
-            metrics["AccuracyTTA"].update(logits, labels)
-        metrics["Confusion"].update(logits, labels)
+            metrics["AccuracyTTA"].update(tta_logits(self, images, self.tta, logits), labels)
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of normalised images, with the test-time augmentation chosen."""
@@ -251,14 +251,48 @@ class CIFARClassifier(L.LightningModule):
             self.log("step", float(self.current_epoch))
 
     def configure_optimizers(self):
-        optimizer = norm_bias_optimizer(self.optimizer, self.network, self.hparams.norm_bias_lr_scale)
+        optimizer = user_arguments("--model.optimizer", self.optimizer, norm_bias_optimizer, self.optimizer,
+                                   self.network, self.hparams.norm_bias_lr_scale)
         if self.scheduler is None:
             return optimizer
         # LightningCLI hands the schedule over as a functools.partial of its class and arguments.
-        if getattr(self.scheduler, "keywords", {}).get("total_steps", 0) is None:
-            scheduler = self.scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        per_step = getattr(self.scheduler, "keywords", {}).get("total_steps", 0) is None
+        total_steps = self.trainer.estimated_stepping_batches if per_step else None
+        schedule = partial(self.scheduler, total_steps=total_steps) if per_step else self.scheduler
+        # Built and stepped on a copy first: some schedules take out-of-range arguments and fail at a later step.
+        user_arguments("--model.scheduler", self.scheduler, first_steps, schedule, optimizer, min(2, total_steps or 2))
+        scheduler = schedule(optimizer)
+        if per_step:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "Loss/val"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "Loss/val"}}
+
+
+def user_arguments(flag: str, configured, build, *args):
+    """``build(*args)``, with torch's refusal of an argument the user gave (``configured``: the class, or the
+    partial of it LightningCLI makes) turned into a ConfigError that names the flag and the class."""
+    try:
+        return build(*args)
+    except (ValueError, TypeError, ZeroDivisionError) as err:
+        # jsonargparse's partial holds the class among its arguments; a plain class is its own name.
+        cls = next((arg for arg in getattr(configured, "args", ()) if isinstance(arg, type)), configured)
+        reason = f"an argument of 0 divides by zero at its first steps ({err})" if isinstance(err, ZeroDivisionError) else err
+        raise ConfigError(
+            f"{flag} {getattr(cls, '__name__', cls)} refused its arguments: {reason}; give --{flag[2:]}.* values in "
+            "their valid range"
+        ) from err
+
+
+def first_steps(schedule, optimizer: torch.optim.Optimizer, steps: int) -> None:
+    """Build ``schedule`` on a copy of ``optimizer`` (same class, groups and settings, one dummy parameter per
+    group) and step both ``steps`` times, leaving the real optimizer untouched."""
+    groups = [{**group, "params": [torch.zeros(1, requires_grad=True)]} for group in optimizer.param_groups]
+    copy = type(optimizer)(groups, **optimizer.defaults)
+    scheduler = schedule(copy)
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return  # stepped with a metric; its arguments are checked when it is built
+    for _ in range(steps):
+        copy.step()
+        scheduler.step()
 
 
 def untrained_classifier(hyperparameters: dict) -> CIFARClassifier:

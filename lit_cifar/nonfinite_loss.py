@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -30,15 +32,15 @@ class StopOnNonFiniteLoss(Callback):
         self.losses.append(outputs["loss"].detach())
         self.steps.append(trainer.global_step)
         if len(self.steps) == self.check_every_n_steps:
-            self.check()
+            self.check(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
-        self.check()
+        self.check(trainer)
 
     def on_save_checkpoint(self, trainer: Trainer, module: LightningModule, checkpoint: dict) -> None:
-        self.check()
+        self.check(trainer)
 
-    def check(self) -> None:
+    def check(self, trainer: Trainer) -> None:
         if not self.steps:
             return
         losses, steps = torch.stack(self.losses), self.steps
@@ -47,9 +49,12 @@ class StopOnNonFiniteLoss(Callback):
         if not len(non_finite):
             return
         first = int(non_finite[0])
+        written = sorted((str(Path(path)) for c in trainer.checkpoint_callbacks for path in (c.last_model_path, c.best_model_path)
+                          if path), key=lambda path: not path.endswith("last.ckpt"))  # last.ckpt first, if written
+        then = (f"lower it and resume with --ckpt_path {written[0]}, written before the loss diverged" if written else
+                "lower it and start again: no checkpoint was written before the loss diverged")
         raise NonFiniteLossError(
             f"the training loss became {float(losses[first])} at step {steps[first]}, so training stopped. The usual "
             "cause is a learning rate that is too high (--model.optimizer.lr, or max_lr of a schedule) or a penalty "
-            "that is too strong (--model.reg_lambda); lower it and resume from the last checkpoint, which "
-            "was written before the loss diverged"
+            f"that is too strong (--model.reg_lambda); {then}"
         )

@@ -35,13 +35,8 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 CACHE_DIR = "lit_cifar_cache"
-ACCEPTED_LAYOUTS = (
-    f"{PYTHON_DIR}/  (torchvision's extracted download)",
-    f"{ARCHIVE}  (the official archive)",
-    "train/<class>/*.png|jpg and test/<class>/*.png|jpg  (an image folder; <class> is one of: "
-    + ", ".join(CLASSES)
-    + ")",
-)
+ACCEPTED_LAYOUTS = (f"{PYTHON_DIR}/ (torchvision's extracted download)", f"{ARCHIVE} (the official archive)",
+                    "train/<class>/ and test/<class>/ folders of .png or .jpg images")
 
 
 class Cifar10(NamedTuple):
@@ -70,10 +65,9 @@ def find_source(data_dir: Path) -> Source | None:
 
 
 def missing_data_message(data_dir: Path, reason: str) -> str:
-    layouts = "\n".join(f"  - {layout}" for layout in ACCEPTED_LAYOUTS)
     return (
-        f"no CIFAR-10 in data_dir '{data_dir}' = {data_dir.absolute()} ({reason}).\n"
-        f"Put one of these layouts there, or point --data.data_dir at a folder that holds one:\n{layouts}"
+        f"no CIFAR-10 in --data.data_dir {data_dir} = {data_dir.absolute()} ({reason}): put {', '.join(ACCEPTED_LAYOUTS[:-1])} "
+        f"or {ACCEPTED_LAYOUTS[-1]} there, or point --data.data_dir at a folder that holds one"
     )
 
 

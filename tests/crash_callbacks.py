@@ -4,19 +4,22 @@ one records what a run trained."""
 import json
 import os
 import signal
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
 
 
 class KillAtStep(Callback):
-    """SIGKILL the process after the given optimizer step: no clean-up, no checkpoint, as a crash."""
+    """SIGKILL the process after the given optimizer step: no clean-up, no checkpoint, as a crash. Once: the
+    resumed run's saved configuration names this callback too, so it leaves ``marker`` behind and then spares runs."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, marker: str = "killed.marker") -> None:
+        self.step, self.marker = step, Path(marker)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
 

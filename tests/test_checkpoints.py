@@ -19,9 +19,6 @@ TINY = ["--data.val_size", "10", "--data.batch_size", "8", "--data.download", "f
 OLD_CHECKPOINT = ROOT / "tests" / "data" / "seed_main_c302466.ckpt"
 OLD_CONFIG = ROOT / "tests" / "data" / "seed_main_c302466_config.yaml"
 
-# Lightning says so when a run resumes into a new version_N folder, as every resume here does.
-RESUMED_INTO_A_NEW_FOLDER = "ignore:The dirpath has changed from:UserWarning"
-
 
 def fit(data_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return fit_in_subprocess(data_dir, cwd, *TINY, *args)
@@ -56,7 +53,6 @@ def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_an_uninterrupted_one(l
         assert torch.equal(got["weights"][name], tensor), name  # bit for bit, on the CPU
 
 
-@pytest.mark.filterwarnings(RESUMED_INTO_A_NEW_FOLDER)
 def test_ckpt_path_last_takes_the_newest_last_checkpoint_of_the_earlier_runs(python_data_dir, tmp_path, capsys):
     for _ in range(2):
         main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1"])
@@ -69,7 +65,6 @@ def test_ckpt_path_last_takes_the_newest_last_checkpoint_of_the_earlier_runs(pyt
     assert torch.load(runs / "version_2" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 14
 
 
-@pytest.mark.filterwarnings(RESUMED_INTO_A_NEW_FOLDER)
 def test_a_checkpoint_written_before_the_redesign_evaluates_as_it_did_and_resumes(python_data_dir, capsys):
     tiny = ["--data.data_dir", str(python_data_dir), "--data.val_size", "10", "--data.batch_size", "16",
             "--data.download", "false", "--trainer.enable_progress_bar", "false"]
@@ -113,9 +108,17 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(lear
               "--trainer.callbacks.step", "9")
     assert run.returncode == 2
     assert "the training loss became nan at step 10" in run.stderr and "learning rate" in run.stderr
+    # The checkpoint to resume from is the last one written, at the end of epoch 0 (7 steps).
+    assert "resume with --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt, written before" in run.stderr
     assert "Traceback" not in run.stderr
     state = final_state(tmp_path / "lightning_logs" / "version_0")
     assert state["epoch"] == 0 and all(torch.isfinite(w).all() for w in state["weights"].values())
+
+
+def test_a_loss_that_diverges_before_any_checkpoint_says_to_start_again(learnable_data_dir, tmp_path):
+    run = fit(learnable_data_dir, tmp_path, "--max_epochs", "1", "--trainer.callbacks+=crash_callbacks.PoisonAtStep",
+              "--trainer.callbacks.step", "2")
+    assert run.returncode == 2 and "start again: no checkpoint was written before the loss diverged" in run.stderr
 
 
 def test_a_checkpoint_killed_while_being_written_leaves_the_previous_one_whole(tmp_path, monkeypatch):
@@ -226,3 +229,90 @@ def test_two_process_ddp_trains_the_speedrun_past_its_whitening_bias_freeze(lear
     assert run.returncode == 0, run.stderr
     checkpoint = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 12 and checkpoint["epoch"] == 2  # 30 images per process: 4 steps per epoch
+
+
+def test_a_killed_fast_run_resumed_with_the_readmes_command_continues_its_own_recipe(learnable_data_dir, tmp_path):
+    # fast.yaml: bf16, batch 128 here cut to 16, a one-cycle schedule over the run's steps: 4 steps per epoch.
+    recipe = ["--config", str(ROOT / "configs" / "fast.yaml"), "--max_epochs", "3", "--data.batch_size", "16",
+              "--data.val_size", "10", "--checkpoint.every_n_train_steps", "3"]
+    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
+    whole = fit_in_subprocess(learnable_data_dir, tmp_path / "whole", *recipe)
+    assert whole.returncode == 0, whole.stderr
+    killed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", *recipe,
+                               "--trainer.callbacks+=crash_callbacks.KillAtStep", "--trainer.callbacks.step", "7")
+    assert killed.returncode == -9
+    # The README's command: nothing but the checkpoint (and the data folder, as it lies elsewhere here).
+    resumed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr
+    run = tmp_path / "crash" / "lightning_logs" / "version_0"
+    assert (f"Resuming from lightning_logs/version_0/checkpoints/last.ckpt (the newest of the one run's last.ckpt "
+            f"under lightning_logs/) with its run's settings (lightning_logs/version_0/config.yaml), continuing in "
+            f"lightning_logs/version_0") in resumed.stderr
+    assert not (tmp_path / "crash" / "lightning_logs" / "version_1").exists()
+
+    expected = torch.load(tmp_path / "whole/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    for part in ("hyper_parameters", "datamodule_hyper_parameters"):
+        assert got[part] == expected[part], part  # the same recipe: fast.yaml's, not the defaults
+    assert (got["epoch"], got["global_step"]) == (expected["epoch"], expected["global_step"]) == (2, 12)
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], tensor), name  # bit for bit, on the CPU
+
+
+def test_a_resume_that_changes_a_setting_says_so_and_trains_in_a_new_folder(python_data_dir, tmp_path, capsys):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1"])
+    capsys.readouterr()
+    main("fit", ["--data.data_dir", str(python_data_dir), "--ckpt_path", "last", "--max_epochs", "2",
+                 "--model.optimizer.lr", "0.002"])
+    message = capsys.readouterr().err
+    assert ("this command changes --max_epochs 1 -> 2; --model.optimizer.init_args.lr 0.001 -> 0.002, so it trains "
+            "in a new version_N") in message
+    resumed = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    # The run's own settings where the command gave none: its batch of 8, not the default 32.
+    assert resumed["datamodule_hyper_parameters"]["batch_size"] == 8 and resumed["global_step"] == 14
+
+
+def test_ckpt_path_best_takes_the_newest_runs_best_checkpoint(python_data_dir, tmp_path, capsys):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "3", "--checkpoint.monitor", "epoch",
+                 "--checkpoint.mode", "min"])  # epoch 0 stays the best
+    capsys.readouterr()
+    main("test", ["--data.data_dir", str(python_data_dir), *TINY, "--ckpt_path", "best"])
+    assert ("Evaluating lightning_logs/version_0/checkpoints/best-epoch00.ckpt (the best checkpoint of "
+            "lightning_logs/version_0") in capsys.readouterr().err
+
+
+def test_a_resumed_run_clears_the_temporary_file_a_killed_checkpoint_write_left(python_data_dir, tmp_path):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1"])
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    stale = checkpoints / ".last.ckpt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    main("fit", ["--data.data_dir", str(python_data_dir), "--ckpt_path", "last"])  # continues in version_0
+    assert not stale.exists() and (checkpoints / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("root", ["runs", "runs/deeper"])
+def test_default_root_dir_takes_logs_and_checkpoints_and_ckpt_path_last_looks_there(python_data_dir, tmp_path, root):
+    args = ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1", "--trainer.default_root_dir", root]
+    main("fit", args)
+    assert (tmp_path / root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "lightning_logs").exists()
+    main("fit", [*args, "--max_epochs", "2", "--ckpt_path", "last"])
+    assert torch.load(tmp_path / root / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_an_explicit_logger_save_dir_wins_over_default_root_dir(python_data_dir, tmp_path):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1", "--trainer.default_root_dir", "runs",
+                 "--trainer.logger.init_args.save_dir", "logs"])
+    assert (tmp_path / "logs" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "runs" / "lightning_logs").exists()
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_version_folder(python_data_dir, tmp_path):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1"])  # an earlier run stays
+    with pytest.raises(SystemExit):  # refused in configure_optimizers, after set-up wrote config.yaml and events
+        main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--model.optimizer.lr", "-1"])
+    assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+    with pytest.raises(SystemExit):
+        main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--model.optimizer.lr", "-1",
+                     "--trainer.default_root_dir", "new/runs"])
+    assert not (tmp_path / "new").exists()  # nor the folders made to hold it

@@ -204,3 +204,30 @@ def test_step_timing_prints_a_row_per_setting(tmp_path):
     for row in rows:
         milliseconds = [float(cell.split()[0]) for cell in row.strip("| ").split(" | ")[3:]]
         assert len(milliseconds) == 4 and all(ms > 0 for ms in milliseconds)
+
+
+def test_output_into_a_file_gets_one_line_per_epoch(python_data_dir, tmp_path):
+    fit = run_script("fit.py", "--data.data_dir", str(python_data_dir), "--max_epochs", "3", *TINY, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    output = fit.stdout + fit.stderr  # a pipe, as a file or a CI log: not a terminal
+    assert "\r" not in output
+    lines = [line for line in fit.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all("Loss/train" in line and "Accuracy/val" in line for line in lines)
+
+
+def test_help_puts_the_projects_options_first_and_a_refused_flag_gets_one_line(tmp_path):
+    fit_help = run_script("fit.py", "--help", cwd=tmp_path).stdout
+    assert fit_help.startswith("usage: fit.py [--config FILE] [--ckpt_path CKPT]")
+    order = [fit_help.index(f"\n  {flag} ") for flag in ("--ckpt_path", "--model.regularization", "--data.data_dir",
+                                                        "--checkpoint.every_n_train_steps", "--trainer.accelerator")]
+    assert order == sorted(order)
+    assert "'last' (the most recently written last.ckpt" in " ".join(fit_help.split())
+    test_help = " ".join(run_script("test.py", "--help", cwd=tmp_path).stdout.split())
+    assert test_help.startswith("usage: test.py") and "--ckpt_path CKPT_PATH Required." in test_help
+    assert "(ignored here: the checkpoint's settings are used, --model.tta apart)" in test_help
+
+    refused = run_script("fit.py", "--model.regularization", "l3", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "error: --model.regularization l3: expected one of none, l1, l2, elastic_net (fit.py --help lists the options)"]

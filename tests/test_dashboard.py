@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import tiny_split, write_python_dir
@@ -32,7 +33,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
     accumulator.Reload()
     return accumulator
 
@@ -44,6 +45,21 @@ def test_hparams_tab_names_the_hyperparameters_and_the_final_metrics(trained):
     metrics = {info.name.tag for info in experiment.metric_infos}
     assert {"model/regularization", "model/reg_lambda", "model/optimizer/init_args/lr", "data/batch_size"} <= hparams
     assert {"Accuracy/val", "Loss/val", "Accuracy/test"} <= metrics and "hp_metric" not in metrics
+    # What runs differ in comes first (TensorBoard keeps this order), what they share after it, sorted.
+    order = [info.name for info in experiment.hparam_infos]
+    assert order[:4] == ["model/regularization", "model/reg_lambda", "model/l1_ratio", "model/dropout"]
+    assert order.index("model/optimizer/init_args/lr") < order.index("data/augment_cuda_graph")
+    rest = order[order.index("model/tta") + 1:]
+    assert rest == sorted(rest) and "data/download" in rest
+
+
+def test_custom_scalars_tab_draws_train_against_validation_as_the_seed_did(trained):
+    (written,) = events(trained[1]).Tensors("custom_scalars__config__")  # once per run
+    layout = layout_pb2.Layout.FromString(written.tensor_proto.string_val[0])
+    (category,) = layout.category
+    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart}
+    assert charts == {"Loss: train vs val": ["Loss/train", "Loss/val"],
+                      "Accuracy: train vs val": ["Accuracy/train", "Accuracy/val"]}
 
 
 def test_dashboard_images_histograms_and_scalars(trained):
@@ -54,10 +70,12 @@ def test_dashboard_images_histograms_and_scalars(trained):
     assert {"Weights/network.conv1.weight", "Weights/network.fc2.weight"} <= set(tags["histograms"])
     assert not any("bias" in tag for tag in tags["histograms"])
     for tag in ("ClassAccuracy/val/cat", "WeightNorm/L1/all", "WeightNorm/L2/network.fc1.weight", "Sparsity/all",
-                "Penalty/train", "lr-Adam"):
+                "Penalty/train", "LearningRate"):
         assert tag in tags["scalars"], tag
-    assert "hp_metric" not in tags["scalars"]
-    assert [e.step for e in run.Scalars("Sparsity/all")] == [0, 1]
+    assert "hp_metric" not in tags["scalars"] and not any(tag.startswith("lr-") for tag in tags["scalars"])
+    for tag in ("Sparsity/all", "LearningRate"):
+        assert [e.step for e in run.Scalars(tag)] == [0, 1], tag  # per epoch, the epoch as x-axis
+    assert [e.value for e in run.Scalars("LearningRate")] == pytest.approx([1e-3, 1e-3])  # the seed's Adam
 
 
 def test_weight_statistics_are_those_of_the_weights_at_the_epochs_end(trained):
