@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one epoch of each recipe")
     parser.add_argument("--extra_args", default="", help="more fit.py flags for every Lightning recipe, quoted")
     parser.add_argument("--label", default="", help="a suffix for the recipe names in the table")
-    parser.add_argument("--out", default="benchmark_results", help="folder for benchmark.json and benchmark.md")
+    parser.add_argument("--out", help="also write the table as benchmark.json and benchmark.md into this folder")
     parser.add_argument("--verbose", action="store_true", help="show each run's own output")
     parser.add_argument(
         "--probe_steps", type=int, default=200, help="timed steps of the machine-speed reading before and after each row; 0: none"
@@ -237,10 +237,11 @@ def main() -> None:
             subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if not args.verbose else None)
             results.append({**json.loads(result_file.read_text()), "probe_ms": {"before": before, "after": probe()}})
             print(markdown(results).splitlines()[-1], flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(results, indent=2))
-    (out / "benchmark.md").write_text(markdown(results))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "benchmark.json").write_text(json.dumps(results, indent=2))
+        (out / "benchmark.md").write_text(markdown(results))
     print(markdown(results))
 
 

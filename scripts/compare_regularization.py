@@ -1,7 +1,7 @@
 """Train the same recipe with each regularizer and compare what they did to fit, overfitting and the weights.
 
     python scripts/compare_regularization.py --data.data_dir DIR [--config configs/fast.yaml] [any fit.py flag ...]
-    python scripts/compare_regularization.py --data.data_dir DIR --data.train_per_class 100 --max_epochs 40
+    python scripts/compare_regularization.py --config configs/fast.yaml --data.data_dir DIR --data.train_per_class 100 --max_epochs 60
 
 Runs none, l1, l2, elastic_net and dropout one after another with the same seed, data and budget
 (every flag not listed below goes to scripts/fit.py unchanged; put the regularization strength in

@@ -185,6 +185,12 @@ def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir
     table = (out / "benchmark.md").read_text()
     assert table.count("\n") == 7 and "speed vs seed loop" in table and "probe ms before / after" in table
 
+    # Without --out the table is printed only.
+    printed = run_script("benchmark.py", "--data_dir", str(python_data_dir), "--quick", "--recipes", "seed_loop",
+                         "--probe_steps", "0", cwd=tmp_path)
+    assert printed.returncode == 0 and "| seed_loop |" in printed.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "results"]
+
 
 @pytest.mark.parametrize(
     ("script", "flag", "message"),
