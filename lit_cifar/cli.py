@@ -175,7 +175,7 @@ class CifarCLI(LightningCLI):
 
     def _resolve_ckpt_path(self, config) -> tuple[Path | None, str]:
         """``last`` and ``best``: a checkpoint of the newest run under the log folder. Any file: checked."""
-        why = "given"
+        why = "the path given"
         if config.ckpt_path in ("last", "best"):
             checkpoint, why = newest_run_checkpoint(config.ckpt_path, log_root(config))
             config.ckpt_path = str(checkpoint)

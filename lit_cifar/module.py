@@ -155,6 +155,18 @@ class CIFARClassifier(L.LightningModule):
         if self.step_graph is not None and stage == "fit":
             self.step_graph.check(self.trainer)
 
+    def on_train_start(self) -> None:
+        # A resumed run restores its per-step schedule with the length it was laid out for; trained longer or
+        # shorter, torch would fail at that length's end (OneCycleLR) or the curve would not end where it should.
+        for config in self.trainer.lr_scheduler_configs:
+            planned, steps = getattr(config.scheduler, "total_steps", None), self.trainer.estimated_stepping_batches
+            if config.interval == "step" and planned is not None and planned != steps:
+                raise ConfigError(
+                    f"the checkpoint's {type(config.scheduler).__name__} schedule was laid out for {planned} optimizer "
+                    f"steps and this run has {steps} (--max_epochs, --trainer.max_steps or --data.batch_size changed): "
+                    "a per-step schedule cannot be stretched; resume with the run's own length, or start a new run"
+                )
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images.contiguous(memory_format=self.memory_format))
 

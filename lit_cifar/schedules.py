@@ -35,6 +35,7 @@ class TriangularLR(LambdaLR):
             )
         if not 0 < peak < 1:
             raise ConfigError(f"--model.scheduler.peak is a fraction of the run in (0, 1), got {peak}")
+        self.total_steps = total_steps  # saved with the schedule's state: a resumed run is checked against it
         peak_step = max(1, int(peak * total_steps))
 
         def factor(step: int) -> float:

@@ -316,3 +316,14 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_version_folder(python_
         main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--model.optimizer.lr", "-1",
                      "--trainer.default_root_dir", "new/runs"])
     assert not (tmp_path / "new").exists()  # nor the folders made to hold it
+
+
+@pytest.mark.parametrize("schedule", [["OneCycleLR", "--model.scheduler.max_lr", "0.01"], ["lit_cifar.schedules.TriangularLR"]])
+def test_a_resume_that_would_stretch_a_per_step_schedule_is_refused(python_data_dir, tmp_path, capsys, schedule):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1", "--model.scheduler", *schedule])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main("fit", ["--data.data_dir", str(python_data_dir), "--ckpt_path", "last", "--max_epochs", "2"])
+    assert exit_.value.code == 2
+    assert "schedule was laid out for 7 optimizer steps and this run has 14" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
