@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
@@ -172,6 +173,23 @@ class CifarCLI(LightningCLI):
         checkpoint, why = self._resolve_ckpt_path(self.config[subcommand])
         if subcommand == "fit" and checkpoint is not None:
             self._resume_as_configured(parser, args, checkpoint, why)
+        given = {arg.split("=")[0] for arg in args}
+        if subcommand == "test" and checkpoint is not None and not given & {"--precision", "--trainer.precision", "--config", "-c"}:
+            self._evaluate_at_trained_precision(checkpoint)
+
+    def _evaluate_at_trained_precision(self, checkpoint: Path) -> None:
+        """Evaluate at the precision the run trained with (its saved config.yaml), unless the command says otherwise:
+        the model's settings come from the checkpoint, the Trainer's would otherwise be the defaults (fp32)."""
+        saved = saved_config(checkpoint)
+        trained = yaml.safe_load(saved.read_text()) if saved is not None else None
+        if not isinstance(trained, dict):
+            return
+        precision = trained.get("precision") or (trained.get("trainer") or {}).get("precision")
+        if precision is None or (str(precision).startswith("16") and not torch.cuda.is_available()):
+            return  # fp16 needs a GPU: evaluated in fp32 here
+        self.config.test.trainer.precision = precision
+        print(f"Evaluating in {precision}, the precision {checkpoint.parent.parent} trained with "
+              "(--precision chooses another)", file=sys.stderr)
 
     def _resolve_ckpt_path(self, config) -> tuple[Path | None, str]:
         """``last`` and ``best``: a checkpoint of the newest run under the log folder. Any file: checked."""

@@ -53,3 +53,24 @@ def keep_freed_memory() -> None:
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
         mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+
+
+def cpu_description() -> str:
+    """The CPU's model, cores torch uses, and the bf16 units that decide which settings are fastest on it:
+    AVX-512 BF16 dot products (Zen 4/5, Xeon since Cooper Lake) and AMX tiles (Xeon since Sapphire Rapids)."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux: the model only, as the platform names it
+        import platform
+
+        model = platform.processor() or model
+        return f"{model}, {torch.get_num_threads()} threads"
+    bf16, amx = ("yes" if flag in flags else "no" for flag in ("avx512_bf16", "amx_bf16"))
+    return f"{model}, {torch.get_num_threads()} threads, AVX-512 BF16: {bf16}, AMX: {amx}"

@@ -49,6 +49,8 @@ class EpochLines(ProgressBar):
             return
         self.epoch = None
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        if trainer.max_steps > 0:  # a run measured in steps (the speedrun) may end before its last epoch
+            total += f" (step {trainer.global_step}/{trainer.max_steps})"
         metrics = trainer.callback_metrics
         values = "  ".join(f"{name} {float(metrics[name]):.4f}" for name in SHOWN if name in metrics)
         print(f"epoch {epoch + 1}{total}  {values}  ({time.perf_counter() - self.epoch_started:.1f} s)", file=sys.stdout, flush=True)

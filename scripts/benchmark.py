@@ -10,7 +10,8 @@ training images per second, the first epoch (where compilation lands), fit time 
 included), the time of the final test evaluation (with the recipe's test-time augmentation), the
 fit time at which test accuracy first reached each target, final test accuracy,
 peak memory, and the speed against the seed's loop. Test accuracy is measured after every epoch
-outside the clock, as the seed did. Results go to the terminal and to OUT/benchmark.{json,md}.
+outside the clock, as the seed did. Results go to the terminal and, with --out, to OUT/benchmark.{json,md},
+under a line that names the machine (the CPU's model and bf16 units, the GPU).
 
 Before and after each row the parent process times a fixed plain training step (``machine_speed``
 in scripts/step_timing.py: seed_bf16's batch, precision and layout, no Lightning, on the GPU if there is one): on a
@@ -214,7 +215,7 @@ def main() -> None:
     from step_timing import machine_speed
 
     from lit_cifar import sources
-    from lit_cifar.cpu import configure_cpu_training
+    from lit_cifar.cpu import configure_cpu_training, cpu_description
 
     configure_cpu_training()  # the readings are taken in this process, as a recipe runs
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -222,6 +223,9 @@ def main() -> None:
     def probe() -> float | None:
         return machine_speed(args.probe_steps, device) if args.probe_steps else None
 
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    machine = f"machine: {cpu_description()}; GPU: {gpu}"
+    print(machine, flush=True)
     sources.prepare(Path(args.data_dir), download=True)  # decode once, before any clock starts
     results = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -240,8 +244,8 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "benchmark.json").write_text(json.dumps(results, indent=2))
-        (out / "benchmark.md").write_text(markdown(results))
+        (out / "benchmark.json").write_text(json.dumps([{**row, "machine": machine} for row in results], indent=2))
+        (out / "benchmark.md").write_text(f"{machine}\n\n{markdown(results)}")
     print(markdown(results))
 
 

@@ -327,3 +327,17 @@ def test_a_resume_that_would_stretch_a_per_step_schedule_is_refused(python_data_
     assert exit_.value.code == 2
     assert "schedule was laid out for 7 optimizer steps and this run has 14" in capsys.readouterr().err
     assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+
+
+def test_evaluation_runs_at_the_precision_the_run_trained_with(python_data_dir, tmp_path, capsys):
+    main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1", "--precision", "bf16-mixed"])
+    test = ["--data.data_dir", str(python_data_dir), *TINY, "--ckpt_path", "last"]
+    losses = {}
+    for precision in ([], ["--precision", "32-true"]):
+        capsys.readouterr()
+        main("test", [*test, *precision])
+        out, err = capsys.readouterr()
+        said = "Evaluating in bf16-mixed, the precision lightning_logs/version_0 trained with" in err
+        assert said == (not precision)  # the command's choice wins
+        losses[bool(precision)] = out.split("Loss/test")[1].split()[0]
+    assert losses[False] != losses[True]  # bf16 and fp32 arithmetic: the two evaluations did differ

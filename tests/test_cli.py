@@ -182,7 +182,9 @@ def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir
     for result in results:
         assert result["epochs"] == 1 and result["images_per_second"] > 0 and 0 <= result["final_test_accuracy"] <= 1
         assert result["probe_ms"]["before"] > 0 and result["probe_ms"]["after"] > 0
-    table = (out / "benchmark.md").read_text()
+    machine, table = (out / "benchmark.md").read_text().split("\n\n")
+    assert machine.startswith("machine: ") and "AVX-512 BF16: " in machine and "AMX: " in machine and "GPU: none" in machine
+    assert all(row["machine"] == machine for row in results)
     assert table.count("\n") == 7 and "speed vs seed loop" in table and "probe ms before / after" in table
 
     # Without --out the table is printed only.
