@@ -15,7 +15,7 @@ NOT_TRAINING_SETTINGS = ("config", "ckpt_path", "data.data_dir", "data.download"
 
 def run_checkpoints(log_root: Path) -> list[Path]:
     """The ``last.ckpt`` of every earlier run under ``log_root`` (``lightning_logs/version_N/checkpoints/``)."""
-    return [path for path in log_root.glob("*/checkpoints/last.ckpt") if path.parent.parent.is_dir()]
+    return list(log_root.glob("*/checkpoints/last.ckpt"))
 
 
 def newest_run_checkpoint(choice: str, log_root: Path) -> tuple[Path, str]:
