@@ -12,10 +12,10 @@ import sys
 
 import torch
 
-# glibc's mallopt parameters (malloc.h) and the values set: blocks up to 32 MiB come from the heap,
-# and up to 1 GiB of freed heap is kept for reuse instead of being handed back to the kernel.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-KEEP_FREED_BYTES, HEAP_BLOCK_LIMIT = 1 << 30, 32 << 20
+# glibc's mallopt parameters (malloc.h) and the values set: no block is mapped on its own (every one
+# comes from the heap), and up to 1 GiB of freed heap is kept for reuse instead of being handed back.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+KEEP_FREED_BYTES, MAPPED_BLOCKS = 1 << 30, 0
 
 
 def configure_cpu_training() -> None:
@@ -29,11 +29,12 @@ def configure_cpu_training() -> None:
     changes no value above 1.2e-38. It must happen before torch starts its worker threads: each takes the setting of the
     thread that starts it, and a later call reaches none of them.
 
-    Freed memory: every step allocates and frees the same few activation tensors of a megabyte or
-    so. With glibc's default thresholds such blocks are often returned to the kernel when freed,
-    and the next step's first touch of each page faults it back in: hundreds of page faults per
-    step (docs/benchmarks.md). Keeping them in the heap removes the faults; the cost is that the
-    process keeps its peak memory.
+    Freed memory: every step allocates and frees the same activation tensors. With glibc's default
+    thresholds such blocks are often returned to the kernel when freed, and the next step's first
+    touch of each page faults it back in: hundreds of page faults per step of SeedCNN at batch 32,
+    and tens of thousands per step of the speedrun's batch 1024, whose activations of 100 MB and
+    more glibc always maps on their own (docs/benchmarks.md). Taking every block from the heap and
+    keeping freed heap removes the faults; the cost is that the process keeps its peak memory.
 
     GPU probe: Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (Lightning-AI/pytorch-lightning
     pull request 15110: asking whether CUDA is available then never initialises CUDA, which would
@@ -51,7 +52,7 @@ def keep_freed_memory() -> None:
     """Tell glibc's allocator to keep freed blocks for reuse; nothing where the C library has no mallopt."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform.startswith("linux") else None
     if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)
+        mallopt(M_MMAP_MAX, MAPPED_BLOCKS)
         mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
