@@ -132,6 +132,17 @@ def fit_in_subprocess(data_dir: Path, cwd: Path, *args: str) -> subprocess.Compl
     )
 
 
+def whole_and_killed_runs(data_dir: Path, tmp_path: Path, run: list[str], kill_at_step: int) -> None:
+    """The same fit twice, in ``tmp_path/whole`` to its end and in ``tmp_path/crash`` SIGKILLed at
+    ``kill_at_step`` (crash_callbacks.KillAtStep): what a resume test compares."""
+    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
+    whole = fit_in_subprocess(data_dir, tmp_path / "whole", *run)
+    assert whole.returncode == 0, whole.stderr
+    killed = fit_in_subprocess(data_dir, tmp_path / "crash", *run, "--trainer.callbacks+=crash_callbacks.KillAtStep",
+                               "--trainer.callbacks.step", str(kill_at_step))
+    assert killed.returncode == -9
+
+
 def recorded_steps(path: Path) -> dict:
     """What crash_callbacks.RecordSteps wrote: the step a run started at and the steps it trained."""
     return json.loads(path.read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, fit_in_subprocess, recorded_steps
+from conftest import ROOT, fit_in_subprocess, recorded_steps, whole_and_killed_runs
 from lit_cifar.checkpoints import AtomicCheckpointIO
 from lit_cifar.cli import main
 from lit_cifar.sources import CACHE_DIR, load
@@ -32,12 +32,8 @@ def final_state(run_dir: Path) -> dict:
 def test_a_killed_run_resumed_with_ckpt_path_last_ends_as_an_uninterrupted_one(learnable_data_dir, tmp_path):
     # 50 training images in batches of 8: 7 steps per epoch; a checkpoint every 3 steps.
     every = ["--max_epochs", "3", "--checkpoint.every_n_train_steps", "3"]
-    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
-    whole = fit(learnable_data_dir, tmp_path / "whole", *every)
-    assert whole.returncode == 0, whole.stderr
-    killed = fit(learnable_data_dir, tmp_path / "crash", *every, "--trainer.callbacks+=crash_callbacks.KillAtStep",
-                 "--trainer.callbacks.step", "11")
-    assert killed.returncode == -9  # SIGKILL in epoch 1, two steps after the checkpoint at step 9
+    # SIGKILLed in epoch 1, two steps after the checkpoint at step 9.
+    whole_and_killed_runs(learnable_data_dir, tmp_path, [*TINY, *every], kill_at_step=11)
     resumed = fit(learnable_data_dir, tmp_path / "crash", *every, "--ckpt_path", "last",
                   "--trainer.callbacks+=crash_callbacks.RecordSteps")
     assert resumed.returncode == 0, resumed.stderr
@@ -235,12 +231,7 @@ def test_a_killed_fast_run_resumed_with_the_readmes_command_continues_its_own_re
     # fast.yaml: bf16, batch 128 here cut to 16, a one-cycle schedule over the run's steps: 4 steps per epoch.
     recipe = ["--config", str(ROOT / "configs" / "fast.yaml"), "--max_epochs", "3", "--data.batch_size", "16",
               "--data.val_size", "10", "--checkpoint.every_n_train_steps", "3"]
-    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
-    whole = fit_in_subprocess(learnable_data_dir, tmp_path / "whole", *recipe)
-    assert whole.returncode == 0, whole.stderr
-    killed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", *recipe,
-                               "--trainer.callbacks+=crash_callbacks.KillAtStep", "--trainer.callbacks.step", "7")
-    assert killed.returncode == -9
+    whole_and_killed_runs(learnable_data_dir, tmp_path, recipe, kill_at_step=7)
     # The README's command: nothing but the checkpoint (and the data folder, as it lies elsewhere here).
     resumed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr

@@ -11,7 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_cifar.cli import CifarCLI, main
+from lit_cifar.cli import CifarCLI, flat, main
 from lit_cifar.data import CIFAR10DataModule
 from lit_cifar.module import CIFARClassifier
 
@@ -146,20 +146,9 @@ def test_model_and_data_flags_never_share_a_name():
     assert not model & data
 
 
-def leaves(tree: dict, prefix: str = "") -> dict:
-    """A nested YAML mapping as {"model.scheduler.init_args.max_lr": value}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(leaves(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)
 def test_every_shipped_config_parses_into_the_values_it_states(config):
-    written = leaves(yaml.safe_load(config.read_text()))
+    written = flat(yaml.safe_load(config.read_text()))
     assert written
     cli = parse("--config", str(config))
     for key, value in written.items():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback
 from torch import nn
 
-from conftest import ROOT, fit_in_subprocess, recorded_steps
+from conftest import ROOT, fit_in_subprocess, recorded_steps, whole_and_killed_runs
 from lit_cifar.augment import crop_flip_augment, normalize
 from lit_cifar.cli import CifarCLI, main
 from lit_cifar.data import CIFAR10DataModule
@@ -194,12 +194,7 @@ def test_a_killed_speedrun_resumed_mid_epoch_ends_as_an_uninterrupted_one(learna
     run = ["--config", str(SPEEDRUN), "--data.val_size", "0", "--data.batch_size", "16", "--trainer.max_steps", "20",
            "--model.tta", "none", "--model.lookahead", "true",
            "--checkpoint.every_n_train_steps", "5"]  # 60 images: 4 steps per epoch
-    (tmp_path / "whole").mkdir(), (tmp_path / "crash").mkdir()
-    whole = fit_in_subprocess(learnable_data_dir, tmp_path / "whole", *run)
-    assert whole.returncode == 0, whole.stderr
-    killed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", *run,
-                               "--trainer.callbacks+=crash_callbacks.KillAtStep", "--trainer.callbacks.step", "12")
-    assert killed.returncode == -9
+    whole_and_killed_runs(learnable_data_dir, tmp_path, run, kill_at_step=12)
     resumed = fit_in_subprocess(learnable_data_dir, tmp_path / "crash", *run, "--ckpt_path", "last",
                                 "--trainer.callbacks+=crash_callbacks.RecordSteps")
     assert resumed.returncode == 0, resumed.stderr
