@@ -77,8 +77,10 @@ class HParamsSummary(Callback):
         if trainer.datamodule is not None:
             params.update(flat_hparams(dict(trainer.datamodule.hparams), "data/"))
         params.update({"trainer/precision": str(trainer.precision), "trainer/max_epochs": trainer.max_epochs or -1})
+        # _get_file_writer, as SummaryWriter's own add_* do: it reopens the event file a finished fit closed
+        # (a test after fit in one process, as scripts/zero_shot.py and scripts/sweep.py run).
         for summary in hparams(in_table_order(params), {metric: 0.0 for metric in self.METRICS}):
-            writer.file_writer.add_summary(summary)
+            writer._get_file_writer().add_summary(summary)
 
 
 class TrainValLayout(Callback):
@@ -194,6 +196,22 @@ class AugmentedImageGrid(Callback):
             writer.add_image("Augmented training images", make_grid(images, nrow=8, padding=1), trainer.current_epoch)
 
 
+def named_weights(module: LightningModule) -> dict[str, torch.Tensor]:
+    """Every weight tensor (two or more dimensions: no biases, as the penalties), detached, in fp32, by name."""
+    return {name: p.detach().float() for name, p in module.named_parameters() if p.ndim >= 2}
+
+
+def weight_statistics(weights: dict[str, torch.Tensor], sparsity_threshold: float = 1e-3) -> dict[str, torch.Tensor]:
+    """The L1 and L2 norms and the sparsity (share of |w| < threshold) of each weight tensor and of all (``.../all``)."""
+    flat = torch.cat([weight.flatten() for weight in weights.values()])
+    statistics = {}
+    for name, weight in {**weights, "all": flat}.items():
+        statistics[f"WeightNorm/L1/{name}"] = weight.abs().sum()
+        statistics[f"WeightNorm/L2/{name}"] = weight.norm()
+        statistics[f"Sparsity/{name}"] = (weight.abs() < sparsity_threshold).float().mean()
+    return statistics
+
+
 class WeightStatistics(Callback):
     """Per epoch and weight tensor: a histogram, the L1 and L2 norms and the sparsity (share of |w| < threshold).
 
@@ -210,11 +228,10 @@ class WeightStatistics(Callback):
         if writer is None:
             return
         epoch = trainer.current_epoch
-        weights = {name: p.detach().float() for name, p in module.named_parameters() if p.ndim >= 2}
-        flat = torch.cat([weight.flatten() for weight in weights.values()])
-        for name, weight in {**weights, "all": flat}.items():
-            if self.histograms and name != "all" and weight.isfinite().all():
-                writer.add_histogram(f"Weights/{name}", weight, epoch)
-            writer.add_scalar(f"WeightNorm/L1/{name}", weight.abs().sum(), epoch)
-            writer.add_scalar(f"WeightNorm/L2/{name}", weight.norm(), epoch)
-            writer.add_scalar(f"Sparsity/{name}", (weight.abs() < self.sparsity_threshold).float().mean(), epoch)
+        weights = named_weights(module)
+        if self.histograms:
+            for name, weight in weights.items():
+                if weight.isfinite().all():
+                    writer.add_histogram(f"Weights/{name}", weight, epoch)
+        for tag, value in weight_statistics(weights, self.sparsity_threshold).items():
+            writer.add_scalar(tag, value, epoch)

@@ -68,11 +68,11 @@ EVALUATION_IGNORES = {"model": "the checkpoint's settings are used, --model.tta 
 
 
 class CifarCLI(LightningCLI):
-    """LightningCLI for CIFARClassifier and CIFAR10DataModule with this project's settings."""
+    """LightningCLI for CIFARClassifier (or a subclass: ``model_class``) and CIFAR10DataModule with this project's settings."""
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    def __init__(self, args: list[str] | None = None, run: bool = True, model_class: type = CIFARClassifier) -> None:
         super().__init__(
-            CIFARClassifier,
+            model_class,
             CIFAR10DataModule,
             args=args,
             run=run,
@@ -342,24 +342,30 @@ def quiet_startup() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def main(subcommand: str, args: list[str] | None = None) -> None:
+# The exceptions a user's input causes: each becomes one line (error_line), everything else is a bug.
+USER_ERRORS = (UserError, MisconfigurationException, argparse.ArgumentError, OSError)
+
+
+def error_line(err: Exception, args: list[str], script: str) -> str:
+    """The one line a user error of ``script ARGS`` prints, after ``error: ``."""
+    if isinstance(err, argparse.ArgumentError) and str(err).startswith("Problems parsing config"):
+        files = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+        return f"--config {' '.join(files)}: not a YAML or JSON file that parses ({parser_error_line(str(err))})"
+    if isinstance(err, argparse.ArgumentError):
+        return f"{parser_error_line(str(err))} ({script} --help lists the options)"
+    if isinstance(err, OSError):  # the file system refused a path of the command line or a config file
+        return f"{err.strerror or err}: {err.filename}; check the paths the flags and config files give"
+    return " ".join(str(err).split())
+
+
+def main(subcommand: str, args: list[str] | None = None, cli: type[CifarCLI] = CifarCLI) -> CifarCLI:
     """Run one LightningCLI subcommand; an error the user's input caused ends it with one line and exit status 2."""
     quiet_startup()
     args = sys.argv[1:] if args is None else args
-    script = f"{subcommand}.py"
     try:
-        CifarCLI(args=[subcommand, *args])
-    except (UserError, MisconfigurationException, argparse.ArgumentError, OSError) as err:
+        return cli(args=[subcommand, *args])
+    except USER_ERRORS as err:
         if os.environ.get(DEBUG_ENV):
             raise
-        if isinstance(err, argparse.ArgumentError) and str(err).startswith("Problems parsing config"):
-            files = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
-            message = f"--config {' '.join(files)}: not a YAML or JSON file that parses ({parser_error_line(str(err))})"
-        elif isinstance(err, argparse.ArgumentError):
-            message = f"{parser_error_line(str(err))} ({script} --help lists the options)"
-        elif isinstance(err, OSError):  # the file system refused a path of the command line or a config file
-            message = f"{err.strerror or err}: {err.filename}; check the paths the flags and config files give"
-        else:
-            message = " ".join(str(err).split())
-        print(f"error: {message}", file=sys.stderr)  # one line; LIT_CIFAR_DEBUG=1 shows the traceback instead
+        print(f"error: {error_line(err, args, f'{subcommand}.py')}", file=sys.stderr)  # LIT_CIFAR_DEBUG=1: the traceback
         raise SystemExit(2) from None

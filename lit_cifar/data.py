@@ -142,6 +142,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         normalization: Per-channel mean and std: ``seed`` (0.5 and 0.5) or ``cifar10`` (the training
             set's own statistics, airbench's). A checkpoint remembers it, and evaluation takes it from there.
         download: Download the official archive when ``data_dir`` holds no CIFAR-10.
+        unseen_classes: Classes held out of training and validation altogether (zero-shot learning,
+            ``lit_cifar.zero_shot``): their images are dropped from both before anything else is chosen;
+            the test split keeps every class.
         augment_cuda_graph: GPU only: record the augmentation and normalisation of a training batch once as a CUDA
             graph and replay it (``lit_cifar.cuda_graph``): one launch instead of one per kernel. The
             random parameters are still new for every image. The ``tensor`` backend only.
@@ -161,13 +164,20 @@ class CIFAR10DataModule(L.LightningDataModule):
         normalization: Normalization = "seed",
         download: bool = True,
         augment_cuda_graph: bool = False,
+        unseen_classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         minimums = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "val_size": (val_size, 0)}
         for flag, (value, minimum) in {**minimums, "train_per_class": (1 if train_per_class is None else train_per_class, 1)}.items():
             if value < minimum:
                 raise ConfigError(f"--data.{flag} must be at least {minimum}, got {value}")
+        unknown = sorted(set(unseen_classes or []) - set(sources.CLASSES))
+        if unknown:
+            raise ConfigError(f"--data.unseen_classes {unknown[0]}: not a CIFAR-10 class; they are {', '.join(sources.CLASSES)}")
+        if len(set(unseen_classes or [])) >= len(sources.CLASSES):
+            raise ConfigError("--data.unseen_classes holds out every class: leave at least one to train on")
         self.save_hyperparameters()
+        self.unseen_labels = sorted(sources.CLASSES.index(name) for name in set(unseen_classes or []))
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.split_seed, self.train_per_class, self.download = split_seed, train_per_class, download
@@ -199,6 +209,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             )
         order = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
+        if self.unseen_labels:  # after the split, so the seen classes' split is the usual one
+            unseen = torch.tensor(self.unseen_labels)
+            val, train = (part[~torch.isin(data.train_labels[part], unseen)] for part in (val, train))
         if self.train_per_class is not None:
             train = self._few_per_class(train, data.train_labels[train])
         device = self._device()
@@ -221,7 +234,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         """``train_per_class`` indices of each class, the first ones of a seeded shuffle of ``train``."""
         shuffled = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed + 1))
         chosen = []
-        for label in range(len(sources.CLASSES)):
+        for label in sorted(set(range(len(sources.CLASSES))) - set(self.unseen_labels)):
             of_class = shuffled[labels[shuffled] == label]
             if len(of_class) < self.train_per_class:
                 raise ConfigError(

@@ -71,6 +71,31 @@ def test_train_per_class_larger_than_a_class(python_data_dir):
         setup_datamodule(python_data_dir, val_size=10, train_per_class=6)
 
 
+def test_unseen_classes_reach_neither_training_nor_validation_and_test_keeps_them(python_data_dir):
+    datamodule = setup_datamodule(python_data_dir, val_size=10, unseen_classes=["cat", "truck"])
+    unseen = torch.tensor([3, 9])  # CIFAR-10's labels of cat and truck
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
+        labels = torch.cat([batch_labels for _, batch_labels in loader])
+        assert len(labels) and not torch.isin(labels, unseen).any()
+    assert torch.isin(torch.cat([labels for _, labels in datamodule.test_dataloader()]), unseen).sum() == 4
+    # The seen classes keep the split they have without held-out classes: the same validation images, minus cat and truck.
+    whole = setup_datamodule(python_data_dir, val_size=10)
+    kept = ~torch.isin(whole.splits["val"][1], unseen)
+    assert torch.equal(datamodule.splits["val"][0], whole.splits["val"][0][kept])
+    few = setup_datamodule(python_data_dir, val_size=10, unseen_classes=["cat"], train_per_class=2)
+    assert torch.bincount(few.splits["train"][1], minlength=10).tolist() == [2, 2, 2, 0, 2, 2, 2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(("unseen", "message"), [
+    (["cat", "tiger"], "--data.unseen_classes tiger: not a CIFAR-10 class; they are airplane, automobile"),
+    (["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+     "--data.unseen_classes holds out every class: leave at least one to train on"),
+])
+def test_unseen_classes_that_cannot_be_held_out(unseen, message):
+    with pytest.raises(ConfigError, match=message):
+        CIFAR10DataModule(unseen_classes=unseen)
+
+
 def test_shards_of_several_processes_split_the_data_without_overlap():
     images, labels = torch.arange(23).view(23, 1), torch.arange(23)
     seen = []
