@@ -175,19 +175,17 @@ def cli_class(name: str, where: str) -> type[CifarCLI]:
     return found
 
 
-def trial_metrics(cli: CifarCLI) -> dict[str, float]:
-    """What a trial keeps: its run's final metrics (the last epoch's, and the test's) and the trained weights' statistics."""
-    metrics = {key: float(value) for key, value in cli.trainer.callback_metrics.items() if key != "step"}
-    statistics = weight_statistics(named_weights(cli.model))
-    return {**metrics, **{key: float(statistics[key]) for key in KEPT_WEIGHT_STATISTICS}}
-
-
 def train(cli_type: type[CifarCLI], flags: list[str], test: bool) -> dict[str, float]:
-    """fit.py with these flags in this process (then the final weights tested, if asked): the run's metrics."""
+    """fit.py with these flags in this process (then the final weights tested, if asked). What a trial keeps:
+    the run's final metrics (the last epoch's, and the test's) and the trained weights' statistics."""
     cli = cli_type(args=["fit", *flags])
+    metrics = dict(cli.trainer.callback_metrics)  # the fit's: a test replaces them with its own
     if test:
         cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    return trial_metrics(cli)
+        metrics.update(cli.trainer.callback_metrics)
+    statistics = weight_statistics(named_weights(cli.model))
+    return {key: float(value) for key, value in metrics.items() if key != "step"} | {
+        key: float(statistics[key]) for key in KEPT_WEIGHT_STATISTICS}
 
 
 def storage(url: str, heartbeat_interval: int) -> RDBStorage:
@@ -217,6 +215,7 @@ class Worker:
 
     def __init__(self, spec: StudySpec, store: RDBStorage, extra_args: list[str], log_name: str, heartbeat_interval: int) -> None:
         self.spec, self.extra_args, self.log_name, self.heartbeat_interval = spec, extra_args, log_name, heartbeat_interval
+        self.store = store
         self.cli = cli_class(spec.cli, f"study {spec.name}")
         # The grid's order is fixed (seed 0), so every worker maps trial numbers to the same points.
         sampler = optuna.samplers.GridSampler(spec.grid, seed=0) if spec.grid is not None else optuna.samplers.TPESampler()
@@ -252,8 +251,10 @@ class Worker:
         grace = timedelta(seconds=2 * self.heartbeat_interval)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "worker" not in trial.user_attrs and datetime.now() - trial.datetime_start > grace:
-                self.study.tell(trial.number, state=TrialState.FAIL)
-                retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
+                # As Optuna's fail_stale_trials does it: through the storage (Study.tell would let the grid
+                # sampler stop the study, which only an objective may).
+                if self.store.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
 
     def _unstarted(self, trials: list[FrozenTrial]) -> bool:
         live = [t for t in trials if t.state != TrialState.FAIL]  # a failed trial's copy stands for it

@@ -36,7 +36,10 @@ from optuna.trial import TrialState
 from lit_cifar.errors import UserError
 
 GAP = "gap"
-LABELS = {GAP: "train − val accuracy", "Sparsity/all": "sparsity (share of weights under 1e-3)", "WeightNorm/L2/all": "weight L2 norm"}
+LABELS = {GAP: "train − val accuracy", "Sparsity/all": "sparsity (share of weights under 1e-3)", "WeightNorm/L2/all": "weight L2 norm",
+          "ZeroShot/accuracy": "zero-shot: among the held-out classes", "ZeroShot/chance": "its chance level",
+          "GeneralizedZeroShot/seen": "all ten classes: seen images", "GeneralizedZeroShot/unseen": "all ten: held-out images",
+          "GeneralizedZeroShot/harmonic_mean": "all ten: harmonic mean"}
 PERCENT = ("Accuracy/", GAP, "Sparsity/", "ZeroShot/", "GeneralizedZeroShot/", "Attribute/")
 
 
@@ -175,10 +178,14 @@ def markdown_table(report: Report, rows: list[dict]) -> str:
 
 
 def plot(report: Report, rows: list[dict], out: Path) -> Path:
-    """One panel per metric against x, one line per combination of ``lines``, error bars over the rest."""
+    """One panel per metric against x, one line per combination of ``lines``, error bars over the rest;
+    for an x of names rather than numbers (and no ``lines``), one bar chart with a bar per metric."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(4.2 * len(report.panels), 3.8), layout="constrained")
+    if not report.lines and any(isinstance(row.get(report.x), str) for row in rows):
+        return bar_chart(report, rows, out)
+
+    figure = Figure(figsize=(max(6.4, 4.2 * len(report.panels)), 3.8 if len(report.panels) > 1 else 4.8), layout="constrained")
     axes_row = figure.subplots(1, len(report.panels), squeeze=False)[0]
     groups = grouped(rows, report)
     # Colour by the first line parameter, line style by the second (e.g. penalty and data size).
@@ -201,6 +208,28 @@ def plot(report: Report, rows: list[dict], out: Path) -> Path:
         axes.grid(alpha=0.3)
     if report.lines:
         axes_row[0].legend(fontsize="x-small")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    return out
+
+
+def bar_chart(report: Report, rows: list[dict], out: Path) -> Path:
+    """Each x (a name) as a group of bars, one per panel's metric, error bars over the runs."""
+    from matplotlib.figure import Figure
+
+    (points,) = grouped(rows, report).values()
+    figure = Figure(figsize=(max(6.4, 1.1 * len(points) * len(report.panels) ** 0.5), 4.2), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(report.panels)
+    for index, panel in enumerate(report.panels):
+        scores = [summary(runs, panel) for runs in points.values()]
+        positions = [x + (index - (len(report.panels) - 1) / 2) * width for x in range(len(points))]
+        axes.bar(positions, [mean for mean, _, _ in scores], width, yerr=[spread for _, spread, _ in scores] if
+                 any(spread for _, spread, _ in scores) else None, label=LABELS.get(panel, panel), color=f"C{index % 10}")
+    axes.set_xticks(range(len(points)), [str(x) for x in points])
+    axes.set(xlabel=report.x.split(".")[-1])
+    axes.grid(alpha=0.3, axis="y")
+    axes.legend(fontsize="x-small")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100)
     return out

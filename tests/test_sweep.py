@@ -27,13 +27,14 @@ def write_sweep(path: Path, studies: dict, **top) -> Path:
     return path
 
 
-def sweep(tmp_path: Path, data_dir: Path, sweep_file: Path, *args: str, wait: bool = True, heartbeat: int = 1):
+def sweep(tmp_path: Path, data_dir: Path, sweep_file: Path, *args: str, wait: bool = True, heartbeat: int = 1,
+          timeout: int = 600):
     command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), str(sweep_file), "--heartbeat_interval", str(heartbeat),
                "--data.data_dir", str(data_dir), *TINY, *args]
     if not wait:  # its own process group, so a kill takes the whole worker
         return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
 def trials(tmp_path: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -125,6 +126,23 @@ def test_a_killed_sweep_resumes_keeping_completed_trials_and_running_the_interru
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_run_again(python_data_dir, tmp_path):
+    sweep_file = write_sweep(tmp_path / "grid.yaml", {"early": {"grid": {"model.reg_lambda": [0.001]}}},
+                             fit_args=["--max_epochs", "1"])
+    (spec,) = load_sweep(sweep_file)
+    database = tmp_path / "lightning_logs" / "sweeps" / "optuna.db"
+    database.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="early", storage=f"sqlite:///{database}", load_if_exists=True,
+                                sampler=optuna.samplers.GridSampler(spec.grid, seed=0), direction="maximize")
+    study.set_user_attr("definition", spec.definition())
+    study.ask()  # and died: RUNNING, with neither a heartbeat nor a worker's name, which Optuna never calls stale
+    run = sweep(tmp_path, python_data_dir, sweep_file, timeout=120)
+    assert run.returncode == 0, run.stderr
+    found = trials(tmp_path, "early")
+    assert [t.state for t in found] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert found[1].params == {"model.reg_lambda": 0.001} and found[1].system_attrs["retry_history"] == [0]
+
+
 def test_a_tpe_search_runs_its_number_of_trials_within_its_space(python_data_dir, tmp_path):
     sweep_file = write_sweep(tmp_path / "tpe.yaml", {"tuned": {
         "sampler": "tpe", "n_trials": 3,
@@ -155,6 +173,7 @@ def test_plot_sweep_writes_each_report(python_data_dir, tmp_path):
     assert (out / "curve.png").stat().st_size > 0 and (out / "best.png").stat().st_size > 0
     curve = (out / "curve.md").read_text().splitlines()
     assert curve[2:4] == ["| mode | 1 | 2 |", "| --- | --- | --- |"]
+    assert all({"Accuracy/train", "Accuracy/test"} <= set(t.user_attrs) for t in trials(tmp_path, "few"))  # fit's and test's
     values = {t.params["mode"]: [] for t in trials(tmp_path, "few")}
     for trial in trials(tmp_path, "few"):
         if trial.params["data.train_per_class"] == 1:

@@ -55,6 +55,20 @@ def test_zero_shot_figures_match_a_hand_count_and_chance_comes_from_the_labels()
     assert zero_shot_metrics(logits, labels, table, prior, []) == {}
 
 
+def test_leaving_out_the_attribute_that_tells_the_pair_apart_costs_the_result():
+    table = class_attributes()
+    cat, truck = CLASSES.index("cat"), CLASSES.index("truck")
+    labels = torch.tensor([cat, cat, truck, truck])
+    logits = torch.zeros(4, len(ATTRIBUTES))  # p = 0.5: no attribute says anything ...
+    man_made = list(ATTRIBUTES).index("man_made")
+    logits[:, man_made] = torch.tensor([-6.0, -6.0, 6.0, 6.0])  # ... but whether it is man-made
+    prior = table[[i for i in range(len(CLASSES)) if i not in (cat, truck)]].mean(0)
+    metrics = zero_shot_metrics(logits, labels, table, prior, [cat, truck])
+    assert metrics["ZeroShot/accuracy"] == 1.0
+    assert metrics["Attribute/man_made/zero_shot_without"] == 0.5  # one class for all four: the labels' half
+    assert metrics["Attribute/furry/zero_shot_without"] == 1.0
+
+
 def test_the_network_predicts_attributes_and_refuses_what_it_cannot_do():
     model = AttributeClassifier(unseen_classes=["cat", "truck"])
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, len(ATTRIBUTES))
