@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -358,14 +359,22 @@ def error_line(err: Exception, args: list[str], script: str) -> str:
     return " ".join(str(err).split())
 
 
+@contextmanager
+def one_line_errors(args: list[str], script: str):
+    """An error the user's input caused, raised inside, ends the program with one line and exit status 2
+    (``LIT_CIFAR_DEBUG=1``: the traceback instead)."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {error_line(err, args, script)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(subcommand: str, args: list[str] | None = None, cli: type[CifarCLI] = CifarCLI) -> CifarCLI:
     """Run one LightningCLI subcommand; an error the user's input caused ends it with one line and exit status 2."""
     quiet_startup()
     args = sys.argv[1:] if args is None else args
-    try:
+    with one_line_errors(args, f"{subcommand}.py"):
         return cli(args=[subcommand, *args])
-    except USER_ERRORS as err:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"error: {error_line(err, args, f'{subcommand}.py')}", file=sys.stderr)  # LIT_CIFAR_DEBUG=1: the traceback
-        raise SystemExit(2) from None

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from lit_cifar.errors import UserError
@@ -81,6 +82,9 @@ def trial_rows(storage, study_names: list[str]) -> list[dict]:
     for name in study_names:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
+        except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ValueError) as err:
+            raise UserError(f"--storage {storage}: no Optuna storage can be read there ({' '.join(str(err).split())[:160]}); "
+                            "give the --storage scripts/sweep.py wrote to") from None
         except KeyError:
             raise UserError(f"study {name} is not in the storage: run scripts/sweep.py with the same sweep file "
                             "and --storage first") from None

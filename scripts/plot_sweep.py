@@ -10,14 +10,12 @@ same default), and writes each of the file's `reports:` as NAME.png and NAME.md 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import optuna
 import yaml
 
-from lit_cifar.cli import DEBUG_ENV
+from lit_cifar.cli import one_line_errors
 from lit_cifar.errors import UserError
 from lit_cifar.sweep import load_sweep
 from lit_cifar.sweep_report import load_reports, markdown_table, plot, trial_rows
@@ -30,7 +28,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("lightning_logs/sweeps"), help="where the figures and tables go")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with one_line_errors([], "plot_sweep.py"):
         load_sweep(args.sweep)  # the same checks as scripts/sweep.py
         reports = load_reports(yaml.safe_load(args.sweep.read_text()), args.sweep)
         if not reports:
@@ -42,11 +40,6 @@ def main() -> None:
             (args.out / f"{report.name}.md").write_text(table)
             figure = plot(report, rows, args.out / f"{report.name}.png") if report.figure else None
             print(f"## {report.name} ({len(rows)} runs){f': {figure}' if figure else ''}\n\n{table}")
-    except UserError as err:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

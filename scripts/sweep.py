@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-from lit_cifar.cli import DEBUG_ENV, USER_ERRORS, error_line, quiet_startup
+from lit_cifar.cli import one_line_errors, quiet_startup
 from lit_cifar.errors import UserError
 from lit_cifar.sweep import Worker, load_sweep, storage
 
@@ -43,7 +42,7 @@ def main() -> None:
     quiet_startup()
     # Lightning's start-up lines (devices, the model summary) once per trial; Optuna's line per trial says more.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    try:
+    with one_line_errors(fit_args, "sweep.py"):
         specs = load_sweep(args.sweep)
         names = [spec.name for spec in specs]
         unknown = sorted(set(args.studies or []) - set(names))
@@ -57,11 +56,6 @@ def main() -> None:
                 continue
             print(f"study {spec.name}: {spec.size} trials", file=sys.stderr, flush=True)
             Worker(spec, store, fit_args, "lightning_logs/sweeps", args.heartbeat_interval).run()
-    except USER_ERRORS as err:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"error: {error_line(err, fit_args, 'sweep.py')}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -224,3 +224,11 @@ def test_the_projects_sweep_files_and_their_reports_load():
         reports = load_reports(yaml.safe_load(path.read_text()), path)
         assert specs and reports, path
         assert {study for report in reports for study in report.studies} <= {spec.name for spec in specs}, path
+
+
+def test_plot_sweep_without_a_storage_to_read_gets_one_line(tmp_path):
+    plot = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_sweep.py"), str(ROOT / "configs" / "sweeps" / "zero_shot.yaml"),
+                           "--storage", f"sqlite:///{tmp_path / 'missing' / 'optuna.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert plot.returncode == 2
+    assert plot.stderr.strip().splitlines()[-1].startswith(f"error: --storage sqlite:///{tmp_path / 'missing' / 'optuna.db'}: no Optuna storage")
