@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -200,7 +201,7 @@ class CifarCLI(LightningCLI):
             config.ckpt_path = str(checkpoint)
         if config.ckpt_path in SPECIAL_CKPT_PATHS:
             return None, why
-        checkpoint = check_checkpoint(Path(config.ckpt_path), untrained_classifier)
+        checkpoint = check_checkpoint(Path(config.ckpt_path), partial(untrained_classifier, model_class=self.model_class))
         # The network was trained on inputs normalised one way; evaluating it on others would be silently
         # wrong. LightningCLI takes the model's hyperparameters from the checkpoint; this one follows them.
         trained_with = trained_normalization(checkpoint)

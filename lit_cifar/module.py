@@ -307,10 +307,10 @@ def first_steps(schedule, optimizer: torch.optim.Optimizer, steps: int) -> None:
         scheduler.step()
 
 
-def untrained_classifier(hyperparameters: dict) -> CIFARClassifier:
+def untrained_classifier(hyperparameters: dict, model_class: type[CIFARClassifier] = CIFARClassifier) -> CIFARClassifier:
     """An untrained model with what of a checkpoint's hyperparameters shapes it or its predictions: the
     network and the test-time augmentation (the rest is training's). What checkpoints are checked against."""
-    return CIFARClassifier(network=hyperparameters.get("network", "seed_cnn"), tta=hyperparameters.get("tta", "none"))
+    return model_class(network=hyperparameters.get("network", "seed_cnn"), tta=hyperparameters.get("tta", "none"))
 
 
 def stage_metrics(penalty: bool = False, confusion: bool = False, tta: bool = False) -> nn.ModuleDict:

@@ -78,18 +78,25 @@ def test_the_network_predicts_attributes_and_refuses_what_it_cannot_do():
         AttributeClassifier(network="airbench")
 
 
-def test_zero_shot_script_trains_on_seen_classes_and_reports(learnable_data_dir, tmp_path):
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "zero_shot.py"), "--data.data_dir", str(learnable_data_dir),
-         "--data.download", "false", "--data.val_size", "10", "--max_epochs", "2", "--data.batch_size", "16",
-         "--data.unseen_classes", "[deer,ship]", "--trainer.enable_progress_bar", "false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+def zero_shot(data_dir, cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "zero_shot.py"), "--data.data_dir", str(data_dir), "--data.download", "false",
+         "--data.val_size", "10", "--data.batch_size", "16", "--trainer.enable_progress_bar", "false", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
     )
+
+
+def test_zero_shot_script_trains_on_seen_classes_reports_and_resumes(learnable_data_dir, tmp_path):
+    run = zero_shot(learnable_data_dir, tmp_path, "--max_epochs", "2", "--data.unseen_classes", "[deer,ship]")
     assert run.returncode == 0, run.stderr
     assert "held out: deer and ship" in run.stdout
     assert "zero-shot accuracy among them:" in run.stdout and "(chance 50.0%)" in run.stdout
     hparams = (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text()
     assert "unseen_classes:\n- deer\n- ship" in hparams  # the model got the data module's held-out classes
+    resumed = zero_shot(learnable_data_dir, tmp_path, "--ckpt_path", "last", "--max_epochs", "3")
+    assert resumed.returncode == 0, resumed.stderr  # its checkpoint is checked against the attribute network
+    assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in resumed.stderr
+    assert "held out: deer and ship" in resumed.stdout  # the held-out classes come from the run's own config
 
 
 def test_the_readme_shows_the_attribute_table_of_the_code():
