@@ -121,10 +121,15 @@ def formatted(key: str, mean: float, spread: float, count: int) -> str:
     if count == 0:
         return "diverged"
     percent = key.startswith(PERCENT)
-    value = f"{mean:.1%}" if percent else f"{mean:.2f}"
+    value = f"{mean:.1%}" if percent else f"{mean:.3g}"
     if count > 1:
-        value += f" ± {spread:.1%}" if percent else f" ± {spread:.2f}"
+        value += f" ± {spread:.1%}" if percent else f" ± {spread:.2g}"
     return value
+
+
+def shown(value) -> str:
+    """A parameter value in a table: floats to three significant digits (a search draws long ones)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def line_name(report: Report, line: tuple) -> str:
@@ -156,7 +161,7 @@ def markdown_table(report: Report, rows: list[dict]) -> str:
         for line, points in groups.items():
             for x, runs in points.items():
                 cells = [formatted(panel, *summary(runs, panel)) for panel in report.panels]
-                lines.append("| " + " | ".join([*(str(value) for value in line), str(x), *cells]) + " |")
+                lines.append("| " + " | ".join([*(shown(value) for value in line), shown(x), *cells]) + " |")
         return "\n".join(lines) + "\n"
     if report.table == "grid":
         xs = sorted({x for points in groups.values() for x in points})
@@ -177,7 +182,7 @@ def markdown_table(report: Report, rows: list[dict]) -> str:
         best = max(finite, key=lambda x: finite[x][0])
         cells = [formatted(panel, *summary(points[best], panel)) for panel in report.panels]
         diverged = ", ".join(str(x) for x, runs in points.items() if any(row["diverged"] for row in runs)) or "–"
-        lines.append("| " + " | ".join([*(str(value) for value in line), str(best), *cells, diverged]) + " |")
+        lines.append("| " + " | ".join([*(shown(value) for value in line), shown(best), *cells, diverged]) + " |")
     return "\n".join(lines) + "\n"
 
 
