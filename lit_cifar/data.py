@@ -143,8 +143,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             set's own statistics, airbench's). A checkpoint remembers it, and evaluation takes it from there.
         download: Download the official archive when ``data_dir`` holds no CIFAR-10.
         unseen_classes: Classes held out of training and validation altogether (zero-shot learning,
-            ``lit_cifar.zero_shot``): their images are dropped from both before anything else is chosen;
-            the test split keeps every class.
+            ``lit_cifar.zero_shot``): their images are dropped after the train/validation split is drawn
+            (the seen classes keep theirs) and before ``train_per_class`` chooses; the test split keeps every class.
         augment_cuda_graph: GPU only: record the augmentation and normalisation of a training batch once as a CUDA
             graph and replay it (``lit_cifar.cuda_graph``): one launch instead of one per kernel. The
             random parameters are still new for every image. The ``tensor`` backend only.

@@ -4,7 +4,8 @@
 
 Reads the finished trials of the sweep file's studies from the storage scripts/sweep.py wrote (the
 same default), and writes each of the file's `reports:` as NAME.png and NAME.md into --out
-(default: lightning_logs/sweeps/; no figure where the report says `figure: false`), printing the tables. What a report holds: lit_cifar/sweep_report.py.
+(default: lightning_logs/sweeps/; no figure where the report says `figure: false`), printing the
+tables. What a report holds: lit_cifar/sweep_report.py.
 """
 
 from __future__ import annotations
