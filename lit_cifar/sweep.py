@@ -247,14 +247,13 @@ class Worker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(self.study)
-            retry = RetryHeartbeatStaleTrialCallback()
         grace = timedelta(seconds=2 * self.heartbeat_interval)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "worker" not in trial.user_attrs and datetime.now() - trial.datetime_start > grace:
                 # As Optuna's fail_stale_trials does it: through the storage (Study.tell would let the grid
                 # sampler stop the study, which only an objective may).
                 if self.store.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                    retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
+                    self.store.get_heartbeat_stale_trial_callback()(self.study, self.study.get_trials(deepcopy=False)[trial.number])
 
     def _unstarted(self, trials: list[FrozenTrial]) -> bool:
         live = [t for t in trials if t.state != TrialState.FAIL]  # a failed trial's copy stands for it
@@ -266,12 +265,9 @@ class Worker:
         """Queue a copy of each failed trial not yet queued again (one whose run raised, or was interrupted)."""
         trials = self.study.get_trials(deepcopy=False)
         retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback()
         for trial in trials:
             if trial.state == TrialState.FAIL and trial.number not in retried:
-                retry(self.study, trial)
+                self.store.get_heartbeat_stale_trial_callback()(self.study, trial)  # the storage's own retry: a copy queued
 
     def objective(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: it says the trial has begun
