@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -13,8 +15,10 @@ import torch
 TEMPORARY_SUFFIX = ".tmp"
 
 
-def atomic_torch_save(obj: Any, target: Path) -> None:
-    """``torch.save`` to a temporary file beside ``target``, then rename it into place.
+@contextmanager
+def replaced_atomically(target: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
+    """A file to write in place of ``target``: written beside it under a temporary name and renamed into
+    place when the block ends, so ``target`` is either its old whole self or the new whole file.
 
     A rename within one folder is atomic; a killed run, or two runs writing at once, never leave
     half a file under ``target``, and the temporary file is removed on any failure.
@@ -22,11 +26,17 @@ def atomic_torch_save(obj: Any, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX)
     try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
+        with os.fdopen(fd, mode, **open_kwargs) as file:
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: Any, target: Path) -> None:
+    """``torch.save`` to ``target`` through ``replaced_atomically``."""
+    with replaced_atomically(target) as file:
+        torch.save(obj, file)

@@ -25,11 +25,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lit_cifar import cpu
 from lit_cifar.checkpoints import AtomicCheckpointIO, RNGState, check_checkpoint, with_last_checkpoint
 from lit_cifar.data import CIFAR10DataModule, trained_normalization
 from lit_cifar.errors import UserError, parser_error_line
 from lit_cifar.module import CIFARClassifier, untrained_classifier
 from lit_cifar.nonfinite_loss import StopOnNonFiniteLoss
+from lit_cifar.predict import PredictionWriter
 from lit_cifar.progress import EpochLines
 from lit_cifar.resume import changed_settings, newest_run_checkpoint, saved_config
 from lit_cifar.run_folder import RunFolder
@@ -50,14 +52,17 @@ CKPT_PATH_HELP = {
            "flags given beside it change it, and the command says which. (default: null, start afresh)",
     "test": "Required. The checkpoint to evaluate: a file, 'last' (the most recently written last.ckpt of the runs "
             "under the log folder) or 'best' (that run's best checkpoint).",
+    "predict": "Required. The checkpoint to classify with: a file, 'last' (the most recently written last.ckpt of the "
+               "runs under the log folder) or 'best' (that run's best checkpoint).",
 }
 # The --help of each script, the project's own options first: its groups in this order, the Trainer's last.
-HELP_ORDER = ("options", "ckpt_path", "model", "data", "checkpoint", "trainer")
+HELP_ORDER = ("options", "ckpt_path", "prediction", "model", "data", "checkpoint", "trainer")
 HELP_TITLES = {
     "ckpt_path": "The checkpoint",
     "model": "The model (--model.*: lit_cifar.module.CIFARClassifier)",
     "data": "The data (--data.*: lit_cifar.data.CIFAR10DataModule)",
     "checkpoint": "Checkpoints written while training (--checkpoint.*: Lightning's ModelCheckpoint)",
+    "prediction": "What is written (--prediction.*: lit_cifar.predict.PredictionWriter)",
     "trainer": "Lightning's Trainer (--trainer.*)",
 }
 DESCRIPTIONS = {
@@ -65,6 +70,13 @@ DESCRIPTIONS = {
            "This project's options first, Lightning's Trainer last; README.md has the guide.",
     "test": "Evaluate a checkpoint on CIFAR-10's test split: --ckpt_path is required; the model's settings come "
             "from the checkpoint. README.md has the guide.",
+    "predict": "Print or save the likeliest CIFAR-10 classes of image files (any size and format PIL reads, resized "
+               "to 32x32) and of every file in the folders given, subfolders included: --ckpt_path is required; "
+               "the model's settings come from the checkpoint. README.md has the guide.",
+}
+USAGE = {
+    "predict": "predict.py --ckpt_path CKPT [--prediction.output FILE.csv|FILE.json] [--prediction.top_k K] "
+               "[--trainer.* ...] IMAGE_OR_FOLDER ...",
 }
 EVALUATION_IGNORES = {"model": "the checkpoint's settings are used, --model.tta apart", "checkpoint": "evaluation writes none"}
 
@@ -90,8 +102,14 @@ class CifarCLI(LightningCLI):
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs) -> None:
         super()._add_subcommands(parser, **kwargs)
         for subcommand, subparser in self._subcommand_parsers.items():
-            script = subparser.prog = f"{subcommand}.py"  # scripts/fit.py runs fit, scripts/test.py test
-            subparser.usage = f"{script} [--config FILE] [--ckpt_path CKPT] [--model.* ...] [--data.* ...] [--trainer.* ...]"
+            script = subparser.prog = f"{subcommand}.py"  # scripts/fit.py runs fit, scripts/test.py test, ...
+            subparser.usage = USAGE.get(
+                subcommand, f"{script} [--config FILE] [--ckpt_path CKPT] [--model.* ...] [--data.* ...] [--trainer.* ...]"
+            )
+            if subcommand == "predict":
+                # The images as plain arguments after the flags, as well as --data.predict_paths.
+                subparser.add_argument("images", nargs="*", default=[], help="image files, or folders of them")
+                subparser.add_lightning_class_args(PredictionWriter, "prediction")
             for action in subparser._actions:
                 if action.dest == "ckpt_path":
                     action.help = CKPT_PATH_HELP.get(subcommand, action.help)
@@ -157,6 +175,9 @@ class CifarCLI(LightningCLI):
         # Not options, and first: what removes a run's folder when it fails before starting; what makes a
         # crashed run resumable and a diverged one stop, before any other callback handles its NaN weights.
         always = [RunFolder(), RNGState(), StopOnNonFiniteLoss()] if fitting else [RunFolder()]
+        if self.subcommand == "predict":
+            callbacks = [self._get(self.config_init, "prediction")]
+            trainer_config["logger"] = False  # classifying files writes no run folder
         trainer_config["callbacks"] = [*always, *configured]
         trainer_config["plugins"] = [*(trainer_config.get("plugins") or []), AtomicCheckpointIO()]
         return self._instantiate_trainer(trainer_config, callbacks)
@@ -166,6 +187,11 @@ class CifarCLI(LightningCLI):
         # warn about the mix, which is intended here.
         self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
+        given = {arg.split("=")[0] for arg in args}
+        # A precision on the command line is used as given; a config file's or the checkpoint's is a recipe's
+        # choice, which before_instantiate_classes may change to what is fast on this CPU.
+        self.precision_given = bool(given & {"--precision", "--trainer.precision"})
+        self.trained_precision_of = None
         # Test-time augmentation is a choice of evaluation: one asked for here beats the checkpoint's, whose
         # hyperparameters LightningCLI applies next (before_instantiate_classes puts it back).
         self.requested_tta = self.config[subcommand].model.tta if subcommand else "none"
@@ -175,8 +201,8 @@ class CifarCLI(LightningCLI):
         checkpoint, why = self._resolve_ckpt_path(self.config[subcommand])
         if subcommand == "fit" and checkpoint is not None:
             self._resume_as_configured(parser, args, checkpoint, why)
-        given = {arg.split("=")[0] for arg in args}
-        if subcommand == "test" and checkpoint is not None and not given & {"--precision", "--trainer.precision", "--config", "-c"}:
+        if subcommand in ("test", "predict") and checkpoint is not None and not self.precision_given \
+                and not given & {"--config", "-c"}:
             self._evaluate_at_trained_precision(checkpoint)
 
     def _evaluate_at_trained_precision(self, checkpoint: Path) -> None:
@@ -190,8 +216,7 @@ class CifarCLI(LightningCLI):
         if precision is None or (str(precision).startswith("16") and not torch.cuda.is_available()):
             return  # fp16 needs a GPU: evaluated in fp32 here
         self.config.test.trainer.precision = precision
-        print(f"Evaluating in {precision}, the precision {checkpoint.parent.parent} trained with "
-              "(--precision chooses another)", file=sys.stderr)
+        self.trained_precision_of = checkpoint.parent.parent  # said once the precision is settled
 
     def _resolve_ckpt_path(self, config) -> tuple[Path | None, str]:
         """``last`` and ``best``: a checkpoint of the newest run under the log folder. Any file: checked."""
@@ -267,7 +292,18 @@ class CifarCLI(LightningCLI):
         precision = str(config.trainer.precision)
         if precision.startswith("16") and not torch.cuda.is_available():
             # Lightning would quietly switch to bf16; say so instead of training other numerics than asked.
-            raise UserError(f"--precision {precision} needs a GPU; on the CPU use --precision bf16-mixed")
+            cpu_precision = "bf16-mixed" if cpu.has_bf16_units() else "32-true (this CPU has no bf16 units)"
+            raise UserError(f"--precision {precision} needs a GPU; on the CPU use --precision {cpu_precision}")
+        if precision.startswith("bf16") and not self.precision_given and trains_on_cpu(config.trainer.accelerator) \
+                and not cpu.has_bf16_units():
+            # A recipe's bf16 is there for speed, and emulated it is many times slower than fp32 (docs/speed.md).
+            config.trainer.precision = "32-true"
+            print(f"Running in 32-true, not the {precision} asked for: this CPU ({cpu.cpu_model()}) has no bf16 units "
+                  f"(AVX-512 BF16 or AMX), so bf16 would be many times slower (--precision {precision} forces it)",
+                  file=sys.stderr)
+        elif self.trained_precision_of is not None:
+            print(f"Evaluating in {precision}, the precision {self.trained_precision_of} trained with "
+                  "(--precision chooses another)", file=sys.stderr)
         if self.requested_tta != "none":
             config.model.tta = self.requested_tta
         if config.data.val_size == 0:
@@ -276,9 +312,14 @@ class CifarCLI(LightningCLI):
             config.checkpoint.monitor = None
             config.checkpoint.filename = "epoch{epoch:02d}"
         ckpt_path = config.get("ckpt_path")
-        if self.subcommand == "test" and not ckpt_path:
-            raise UserError("--ckpt_path is required: the checkpoint to evaluate, e.g. --ckpt_path last, or "
-                            "lightning_logs/version_0/checkpoints/last.ckpt")
+        if self.subcommand in ("test", "predict") and not ckpt_path:
+            raise UserError(f"--ckpt_path is required: the checkpoint to {'evaluate' if self.subcommand == 'test' else 'classify with'}, "
+                            "e.g. --ckpt_path last, or lightning_logs/version_0/checkpoints/last.ckpt")
+        if self.subcommand == "predict":
+            self.save_config_callback = None  # no run folder to save it in: it would land in the working folder
+            config.data.predict_paths = [*(config.data.predict_paths or []), *config.pop("images")]
+            if not config.data.predict_paths:
+                raise UserError("give the image files or folders to classify: predict.py --ckpt_path CKPT cat.jpg photos/")
 
 
 def help_group(group: argparse._ArgumentGroup) -> str:
@@ -286,6 +327,13 @@ def help_group(group: argparse._ArgumentGroup) -> str:
     dests = [action.dest for action in group._group_actions]
     name = "options" if group.title == "options" else (dests[0].split(".")[0] if dests else "trainer")
     return name if name in HELP_ORDER else "trainer"
+
+
+def trains_on_cpu(accelerator) -> bool:
+    """Whether the Trainer will run on the CPU: asked for, or left to choose on a machine without a GPU."""
+    if accelerator == "cpu":
+        return True
+    return accelerator in (None, "auto") and not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 def log_root(config) -> Path:

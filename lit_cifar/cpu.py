@@ -1,4 +1,5 @@
-"""Process-wide settings that keep training fast on a CPU. None changed a measured accuracy.
+"""Process-wide settings that keep training fast on a CPU (none changed a measured accuracy), and what the
+CPU has that decides which recipe settings are fastest on it.
 
 Each was found by profiling the seed's recipe on the 2-core CPU (docs/benchmarks.md, "Where the
 time went"), and all are applied when ``lit_cifar.module`` is imported.
@@ -56,22 +57,26 @@ def keep_freed_memory() -> None:
         mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
-def cpu_description() -> str:
-    """The CPU's model, cores torch uses, and the bf16 units that decide which settings are fastest on it:
-    AVX-512 BF16 dot products (Zen 4/5, Xeon since Cooper Lake) and AMX tiles (Xeon since Sapphire Rapids)."""
-    model, flags = "unknown CPU", set()
+def has_bf16_units() -> bool:
+    """Whether this CPU computes in bf16 itself: AVX-512 BF16 dot products (Zen 4/5, Xeon since Cooper Lake)
+    or AMX tiles (Xeon since Sapphire Rapids). Without them (an AVX2-only CPU such as AMD's Zen 3) oneDNN
+    emulates bf16, and a bf16 step is many times slower than an fp32 one (docs/speed.md), so the recipes'
+    bf16 runs in fp32 there (``lit_cifar.cli``) and Muon orthogonalises in fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as Linux or else the platform names it."""
     try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:  # not Linux: the model only, as the platform names it
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.partition(":")[2].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
         import platform
 
-        model = platform.processor() or model
-        return f"{model}, {torch.get_num_threads()} threads"
-    bf16, amx = ("yes" if flag in flags else "no" for flag in ("avx512_bf16", "amx_bf16"))
-    return f"{model}, {torch.get_num_threads()} threads, AVX-512 BF16: {bf16}, AMX: {amx}"
+        return platform.processor() or "unknown CPU"
+
+
+def cpu_description() -> str:
+    """The CPU's model, cores torch uses, and the bf16 units that decide which settings are fastest on it."""
+    bf16, amx = ("yes" if supported() else "no" for supported in (torch.cpu._is_avx512_bf16_supported, torch.cpu._is_amx_tile_supported))
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, AVX-512 BF16: {bf16}, AMX: {amx}"

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from lit_cifar import sources
 from lit_cifar.augment import AugmentBackend, Augmentation, Normalization, normalize, training_augmentation
 from lit_cifar.cuda_graph import GraphedFunction
 from lit_cifar.errors import ConfigError
+from lit_cifar.predict import ImageBatch, ImageFiles, find_images, image_batch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -148,6 +149,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment_cuda_graph: GPU only: record the augmentation and normalisation of a training batch once as a CUDA
             graph and replay it (``lit_cifar.cuda_graph``): one launch instead of one per kernel. The
             random parameters are still new for every image. The ``tensor`` backend only.
+        predict_paths: What ``predict`` classifies (``scripts/predict.py``'s arguments): image files, and folders
+            whose files, subfolders included, are read as images; CIFAR-10 itself is then not needed.
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         download: bool = True,
         augment_cuda_graph: bool = False,
         unseen_classes: list[str] | None = None,
+        predict_paths: list[str] | None = None,
     ) -> None:
         super().__init__()
         minimums = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "val_size": (val_size, 0)}
@@ -189,14 +193,22 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.augmentation = training_augmentation(augmentation, augment_backend) if augment else None
         self.graphed_training_batch = GraphedFunction(self.training_batch) if augment_cuda_graph else None
         self.normalization = normalization
+        self.predict_paths = [Path(path).expanduser() for path in predict_paths or []]
+        self.predict_files: list[Path] = []
+        self.predict_skipped: list[tuple[Path, str]] = []
         self.splits: dict[str, Batch] = {}
         self.train_batches: TensorBatches | None = None  # the training loader made last, whose position is saved
         self.resume_train_batches: dict[str, int] | None = None  # a checkpoint's position, for the next one made
 
     def prepare_data(self) -> None:
+        if self.trainer is not None and self.trainer.predicting:
+            return  # classifying image files needs nothing of CIFAR-10
         sources.prepare(self.data_dir, download=self.download)
 
     def setup(self, stage: str) -> None:
+        if stage == "predict":
+            self.predict_files, self.predict_skipped = find_images(self.predict_paths)
+            return
         if self.graphed_training_batch is not None and stage == "fit" and self._device().type != "cuda":
             raise ConfigError("--data.augment_cuda_graph needs a GPU (--accelerator gpu): drop it on the CPU")
         if self.splits:
@@ -274,6 +286,9 @@ class CIFAR10DataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         return self._in_order(*self.splits["test"], self.eval_batch_size)
 
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(ImageFiles(self.predict_files), batch_size=self.eval_batch_size, collate_fn=image_batch)
+
     def _in_order(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> TensorBatches:
         return TensorBatches(images, labels, batch_size, SequentialSampler(range(len(labels))), *self._shard())
 
@@ -281,7 +296,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         """This process's rank and the number of processes: (0, 1) unless Lightning runs DDP."""
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+    def on_after_batch_transfer(self, batch: Batch | ImageBatch, dataloader_idx: int) -> Batch | ImageBatch:
+        if isinstance(batch, ImageBatch):
+            return batch._replace(images=normalize(batch.images, self.normalization))
         images, labels = batch
         if self.augmentation is None or self.trainer is None or not self.trainer.training:
             return normalize(images, self.normalization), labels

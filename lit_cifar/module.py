@@ -222,6 +222,11 @@ class CIFARClassifier(L.LightningModule):
         """Logits for a batch of normalised images, with the test-time augmentation chosen."""
         return tta_logits(self, images, self.tta)
 
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """Class probabilities (float32) for a batch whose first item is the normalised images
+        (``lit_cifar.predict.ImageBatch``), with the test-time augmentation chosen."""
+        return self.predict_logits(batch[0]).float().softmax(dim=1)
+
     def on_train_epoch_end(self) -> None:
         self._update_train_metrics()
         self._log_epoch("train", self.train_metrics)

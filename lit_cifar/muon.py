@@ -15,15 +15,19 @@ from collections.abc import Iterable
 import torch
 from torch.optim import Optimizer
 
+from lit_cifar.cpu import has_bf16_units
+
 # The quintic Newton–Schulz iteration's coefficients (Keller Jordan's), chosen for speed of reaching roughly
 # orthogonal, not for converging: the singular values end between about 0.5 and 1.5.
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalized(matrix: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
-    """``matrix`` (2-D) with its singular values moved towards 1 by ``steps`` Newton–Schulz iterations, in bf16."""
+    """``matrix`` (2-D) with its singular values moved towards 1 by ``steps`` Newton–Schulz iterations, in bf16
+    as airbench does, or in fp32 on a CPU without bf16 units, where bf16 matrix products are emulated and many
+    times slower."""
     a, b, c = NEWTON_SCHULZ
-    x = matrix.bfloat16()
+    x = matrix.to(torch.float32 if matrix.device.type == "cpu" and not has_bf16_units() else torch.bfloat16)
     x = x / (x.norm() + eps)  # the largest singular value at most 1, where the iteration converges
     wide = x.size(0) <= x.size(1)
     if not wide:

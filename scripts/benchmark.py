@@ -14,8 +14,9 @@ outside the clock, as the seed did. Results go to the terminal and, with --out, 
 under a line that names the machine (the CPU's model and bf16 units, the GPU).
 
 Before and after each row the parent process times a fixed plain training step (``machine_speed``
-in scripts/step_timing.py: seed_bf16's batch, precision and layout, no Lightning, on the GPU if there is one): on a
-shared machine whose speed drifts, those two readings tell a row run on a slow machine from slow code.
+in scripts/step_timing.py: seed_bf16's batch, precision and layout as the machine runs it, no Lightning,
+on the GPU if there is one): on a shared machine whose speed drifts, those two readings tell a row run
+on a slow machine from slow code.
 """
 
 from __future__ import annotations

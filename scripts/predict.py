@@ -1,41 +1,22 @@
-"""Print the top-3 CIFAR-10 classes, with probabilities, for image files.
+"""Print or save the likeliest CIFAR-10 classes of image files: LightningCLI's `predict` subcommand.
 
     python scripts/predict.py --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt cat.jpg photos/
+    python scripts/predict.py --ckpt_path last --prediction.output predictions.csv photos/   # or .json
+    python scripts/predict.py --ckpt_path last --prediction.top_k 5 --accelerator gpu photos/
 
-Images of any size and PIL-readable format are converted to RGB and resized to 32x32 (bilinear,
-aspect ratio not kept), as the network only knows CIFAR-10's size. A folder stands for the images
-in it. A file that cannot be read gets its own error line; the rest are still predicted, and the
-exit status is 1 if any failed.
+Images of any size and format PIL reads are converted to RGB and resized to 32x32 (bilinear, aspect
+ratio not kept), as the network only knows CIFAR-10's size; a folder stands for every file in it and
+in its subfolders. They are read and classified in batches (--data.eval_batch_size). A file that is
+not a readable image is named on stderr with why, the rest are still predicted, and the exit status
+is then 1.
 """
 
-import argparse
 import sys
-from pathlib import Path
 
-from lit_cifar.errors import UserError
-from lit_cifar.predict import class_probabilities, image_files, load_classifier, read_image, top_classes
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint written by scripts/fit.py")
-    parser.add_argument("images", nargs="+", type=Path, help="image files or folders of them")
-    args = parser.parse_args()
-    try:
-        classifier = load_classifier(args.ckpt_path)
-    except UserError as err:
-        sys.exit(f"error: {err}")
-    failed = False
-    for path in image_files(args.images):
-        try:
-            top = top_classes(class_probabilities(classifier, read_image(path)))
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failed = True
-            continue
-        print(f"{path}: " + ", ".join(f"{name} {probability:.1%}" for name, probability in top))
-    sys.exit(1 if failed else 0)
-
+from lit_cifar.cli import main
+from lit_cifar.predict import PredictionWriter
 
 if __name__ == "__main__":
-    main()
+    cli = main("predict")
+    writer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, PredictionWriter))
+    sys.exit(1 if writer.skipped else 0)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_cifar.augment import normalize, seed_augment
-from lit_cifar.cpu import configure_cpu_training
+from lit_cifar.cpu import configure_cpu_training, has_bf16_units
 from lit_cifar.networks import SeedCNN
 
 SETTINGS = ((32, False, False), (32, False, True), (32, True, True), (128, True, True))  # (batch, bf16, channels_last)
@@ -78,13 +78,15 @@ def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, de
 
 
 def machine_speed(steps: int, device: torch.device) -> float:
-    """Milliseconds per whole plain step at seed_bf16's batch, precision and layout (32, bf16, channels_last).
+    """Milliseconds per whole plain step at seed_bf16's batch, precision and layout as this machine runs it
+    (32, channels_last, bf16; fp32 on a CPU without bf16 units, as the recipe then trains).
 
     The same work at every call: on a shared machine whose speed drifts within the hour, a reading
     taken before and after a benchmark run says how fast the machine was while it ran
     (``scripts/benchmark.py`` records both beside every row).
     """
-    return milliseconds_per_call(step_pieces(32, True, True, device)["whole step"], steps, device)
+    bf16 = device.type != "cpu" or has_bf16_units()
+    return milliseconds_per_call(step_pieces(32, bf16, True, device)["whole step"], steps, device)
 
 
 def main() -> None:

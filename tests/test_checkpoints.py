@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, fit_in_subprocess, recorded_steps, whole_and_killed_runs
+from lit_cifar import cpu
 from lit_cifar.checkpoints import AtomicCheckpointIO
 from lit_cifar.cli import main
 from lit_cifar.sources import CACHE_DIR, load
@@ -320,15 +321,21 @@ def test_a_resume_that_would_stretch_a_per_step_schedule_is_refused(python_data_
     assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
 
 
-def test_evaluation_runs_at_the_precision_the_run_trained_with(python_data_dir, tmp_path, capsys):
+@pytest.mark.parametrize("bf16_units", [True, False], ids=["bf16 units", "no bf16 units"])
+def test_evaluation_runs_at_the_precision_the_run_trained_with(bf16_units, python_data_dir, tmp_path, capsys, monkeypatch):
     main("fit", ["--data.data_dir", str(python_data_dir), *TINY, "--max_epochs", "1", "--precision", "bf16-mixed"])
+    monkeypatch.setattr(cpu, "has_bf16_units", lambda: bf16_units)  # evaluated on a CPU with or without them
     test = ["--data.data_dir", str(python_data_dir), *TINY, "--ckpt_path", "last"]
     losses = {}
-    for precision in ([], ["--precision", "32-true"]):
+    for precision in ([], ["--precision", "32-true"], ["--precision", "bf16-mixed"]):
         capsys.readouterr()
         main("test", [*test, *precision])
         out, err = capsys.readouterr()
         said = "Evaluating in bf16-mixed, the precision lightning_logs/version_0 trained with" in err
-        assert said == (not precision)  # the command's choice wins
-        losses[bool(precision)] = out.split("Loss/test")[1].split()[0]
-    assert losses[False] != losses[True]  # bf16 and fp32 arithmetic: the two evaluations did differ
+        assert said == (not precision and bf16_units)  # the command's choice wins
+        # Without bf16 units, the run's bf16 becomes fp32, and the command line's is kept.
+        assert ("Running in 32-true, not the bf16-mixed asked for" in err) == (not precision and not bf16_units)
+        losses[tuple(precision)] = out.split("Loss/test")[1].split()[0]
+    trained = losses[("--precision", "bf16-mixed")]
+    assert losses[()] == (trained if bf16_units else losses[("--precision", "32-true")])
+    assert losses[("--precision", "32-true")] != trained  # bf16 and fp32 arithmetic: the evaluations did differ

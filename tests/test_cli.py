@@ -11,6 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lit_cifar import cpu
 from lit_cifar.cli import CifarCLI, flat, main
 from lit_cifar.data import CIFAR10DataModule
 from lit_cifar.module import CIFARClassifier
@@ -147,7 +148,8 @@ def test_model_and_data_flags_never_share_a_name():
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda path: path.name)
-def test_every_shipped_config_parses_into_the_values_it_states(config):
+def test_every_shipped_config_parses_into_the_values_it_states(config, monkeypatch):
+    monkeypatch.setattr(cpu, "has_bf16_units", lambda: True)  # a CPU that keeps a recipe's bf16
     written = flat(yaml.safe_load(config.read_text()))
     assert written
     cli = parse("--config", str(config))
@@ -157,6 +159,18 @@ def test_every_shipped_config_parses_into_the_values_it_states(config):
     assert trainer.max_epochs == written.get("trainer.max_epochs", 20)
     assert trainer.precision == written.get("trainer.precision", "32-true")
     assert cli.datamodule.batch_size == written.get("data.batch_size", 32)
+
+
+@pytest.mark.parametrize("bf16_units", [True, False], ids=["bf16 units", "no bf16 units"])
+def test_a_recipes_bf16_runs_in_fp32_on_a_cpu_without_bf16_units_unless_the_command_asks(bf16_units, monkeypatch, capsys):
+    monkeypatch.setattr(cpu, "has_bf16_units", lambda: bf16_units)
+    recipe = ["--config", str(ROOT / "configs" / "seed_bf16.yaml")]
+    assert parse(*recipe).trainer.precision == ("bf16-mixed" if bf16_units else "32-true")
+    said = "Running in 32-true, not the bf16-mixed asked for: this CPU" in capsys.readouterr().err
+    assert said == (not bf16_units)
+    for given in (["--precision", "bf16-mixed"], ["--trainer.precision=bf16-mixed"]):
+        assert parse(*recipe, *given).trainer.precision == "bf16-mixed"
+    assert "Running in 32-true" not in capsys.readouterr().err
 
 
 def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir, tmp_path):

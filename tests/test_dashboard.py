@@ -1,4 +1,4 @@
-"""What a run leaves for TensorBoard and for the scripts that read it back: curves, comparison, predictions."""
+"""What a run leaves for TensorBoard and for the scripts that read it back: curves and the comparison."""
 
 import subprocess
 import sys
@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -15,7 +14,6 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from conftest import tiny_split, write_python_dir
 from lit_cifar.callbacks import ConfusionFigure
 from lit_cifar.cli import main
-from lit_cifar.predict import class_probabilities, load_classifier, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data.val_size", "10", "--data.batch_size", "16", "--data.download", "false"]
@@ -119,44 +117,6 @@ def test_plot_curves_names_a_folder_without_runs(tmp_path):
         [sys.executable, str(ROOT / "scripts" / "plot_curves.py"), str(tmp_path)], capture_output=True, text=True
     )
     assert script.returncode == 1 and f"{tmp_path} holds no TensorBoard scalars" in script.stderr
-
-
-def test_predict_gives_probabilities_and_names_the_bad_file(trained, tmp_path):
-    checkpoint = trained[1] / "checkpoints" / "last.ckpt"
-    big = tmp_path / "big.png"
-    Image.new("RGBA", (64, 48), (200, 30, 30, 255)).save(big)
-    gray = tmp_path / "gray.jpg"
-    Image.new("L", (20, 20), 90).save(gray)
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"not an image")
-    probabilities = class_probabilities(load_classifier(checkpoint), read_image(big))
-    assert probabilities.shape == (10,) and torch.isclose(probabilities.sum(), torch.tensor(1.0))
-
-    script = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt_path", str(checkpoint), str(big), str(bad), str(gray)],
-        capture_output=True, text=True,
-    )
-    assert script.returncode == 1
-    lines = script.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == [str(big), str(gray)]
-    assert all(line.count("%") == 3 for line in lines)
-    assert f"{bad} is not a readable image" in script.stderr and "Traceback" not in script.stderr
-
-
-@pytest.mark.parametrize("kind", ["junk", "unsafe"])
-def test_predict_refuses_what_is_not_a_safe_checkpoint(kind, tmp_path):
-    fake = tmp_path / f"{kind}.ckpt"
-    if kind == "junk":
-        fake.write_bytes(b"junk")
-        message = f"{fake} is not a checkpoint"
-    else:  # what a model built in Python with a class as its optimizer saves: loading it needs the class
-        torch.save({"state_dict": {}, "hyper_parameters": {"optimizer": torch.optim.Adam}}, fake)
-        message = f"{fake} holds objects that are not safe to load"
-    script = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "predict.py"), "--ckpt_path", str(fake), str(fake)],
-        capture_output=True, text=True,
-    )
-    assert script.returncode == 1 and message in script.stderr and "Traceback" not in script.stderr
 
 
 def test_compare_regularization_writes_a_row_per_mode(trained, tmp_path):

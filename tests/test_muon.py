@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import lit_cifar.muon
 from lit_cifar.muon import MuonWithSGD, orthogonalized
 from lit_cifar.networks import AirbenchNet
 from lit_cifar.schedules import TriangularLR
@@ -52,6 +53,12 @@ def test_the_orthogonalised_update_has_singular_values_near_one():
     assert singular_values.min() > 0.3 and singular_values.max() < 1.5
     tall = torch.linalg.svdvals(orthogonalized(matrix.T, steps=5).float())
     torch.testing.assert_close(tall, singular_values, atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("bf16_units", [True, False], ids=["bf16 units", "no bf16 units"])
+def test_the_orthogonalisation_runs_in_bf16_only_where_the_cpu_has_bf16_units(bf16_units, monkeypatch):
+    monkeypatch.setattr(lit_cifar.muon, "has_bf16_units", lambda: bf16_units)
+    assert orthogonalized(torch.randn(8, 36), steps=1).dtype == (torch.bfloat16 if bf16_units else torch.float32)
 
 
 def test_the_other_parameters_step_as_torchs_nesterov_sgd():
