@@ -215,7 +215,7 @@ class CifarCLI(LightningCLI):
         precision = trained.get("precision") or (trained.get("trainer") or {}).get("precision")
         if precision is None or (str(precision).startswith("16") and not torch.cuda.is_available()):
             return  # fp16 needs a GPU: evaluated in fp32 here
-        self.config.test.trainer.precision = precision
+        self.config[self.config.subcommand].trainer.precision = precision
         self.trained_precision_of = checkpoint.parent.parent  # said once the precision is settled
 
     def _resolve_ckpt_path(self, config) -> tuple[Path | None, str]:

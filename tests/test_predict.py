@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_split, write_python_dir
+from lit_cifar import cpu
 from lit_cifar.augment import normalize
 from lit_cifar.cli import main
 from lit_cifar.module import untrained_classifier
@@ -106,6 +107,24 @@ def test_prediction_needs_no_cifar10(checkpoint, photos, tmp_path):
                   str(photos / "gray.jpg"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"{photos / 'gray.jpg'}: ") and not empty.exists()
+
+
+@pytest.mark.parametrize("bf16_units", [True, False], ids=["bf16 units", "no bf16 units"])
+def test_prediction_runs_at_the_precision_the_run_trained_with(bf16_units, tmp_path, monkeypatch, capsys):
+    data_dir = write_python_dir(tmp_path / "data", tiny_split(6, seed=1) + tiny_split(2, seed=2))
+    monkeypatch.chdir(tmp_path)
+    main("fit", ["--data.data_dir", str(data_dir), "--max_epochs", "1", "--data.val_size", "10", "--data.batch_size", "16",
+                 "--data.download", "false", "--trainer.enable_progress_bar", "false", "--precision", "bf16-mixed"])
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    monkeypatch.setattr(cpu, "has_bf16_units", lambda: bf16_units)  # predicted on a CPU with or without them
+    capsys.readouterr()
+    cli = main("predict", ["--ckpt_path", "last", str(image)])
+    out, err = capsys.readouterr()
+    assert cli.trainer.precision == ("bf16-mixed" if bf16_units else "32-true")
+    assert ("Evaluating in bf16-mixed, the precision lightning_logs/version_0 trained with" in err) == bf16_units
+    assert ("Running in 32-true, not the bf16-mixed asked for" in err) == (not bf16_units)
+    assert out.startswith(f"{image}: ")
 
 
 @pytest.mark.parametrize(
