@@ -86,11 +86,12 @@ def image_batch(items: list[tuple[torch.Tensor, int, str]]) -> ImageBatch:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Each image's ``top_k`` likeliest classes and their probabilities: printed, one line per image, or with
-    ``output`` saved as CSV (``path,class_1,probability_1,...``) or JSON (a list of ``{"path", "top"}``), written
-    whole when prediction ends (a failed run leaves an earlier file as it was). Every file that was skipped
-    is named on stderr with why; ``skipped`` keeps them. Under several processes each writes its own file,
-    ``NAME.rankR.csv``.
+    """Each image's ``top_k`` likeliest classes and their probabilities, for the batches of
+    ``CIFAR10DataModule.predict_dataloader`` (whose files are the data module's ``predict_files``): printed,
+    one line per image, or with ``output`` saved as CSV (``path,class_1,probability_1,...``) or JSON (a list
+    of ``{"path", "top"}``), written whole when prediction ends (a failed run leaves an earlier file as it
+    was). Every file that was skipped is named on stderr with why; ``skipped`` keeps them. Under several
+    processes each writes its own file, ``NAME.rankR.csv``.
 
     Args:
         output: A ``.csv`` or ``.json`` file to write; None prints to the terminal.
