@@ -62,8 +62,8 @@ def read_image(path: Path) -> torch.Tensor:
 
 
 class ImageFiles(Dataset):
-    """Image files read one by one (in the DataLoader's workers when it has them); a file that cannot be read
-    becomes a zero image with the reason beside it, so one bad file never stops a batch."""
+    """Image files read one by one as the DataLoader asks for them; a file that cannot be read becomes a zero
+    image with the reason beside it, so one bad file never stops a batch."""
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files

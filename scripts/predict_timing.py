@@ -19,23 +19,25 @@ from pathlib import Path
 import torch
 
 from lit_cifar.augment import normalize
+from lit_cifar.checkpoints import check_checkpoint
 from lit_cifar.cli import main as cli_main
 from lit_cifar.data import trained_normalization
 from lit_cifar.module import untrained_classifier
-from lit_cifar.predict import find_images, read_image
+from lit_cifar.predict import ImageFiles, find_images
 
 
 @torch.no_grad()
 def one_at_a_time(ckpt_path: Path, files: list[Path]) -> float:
     """Seconds to classify ``files`` one by one."""
-    saved = torch.load(ckpt_path, weights_only=True)
+    saved = check_checkpoint(ckpt_path, untrained_classifier)  # read and checked as predict.py does
     model = untrained_classifier(saved["hyper_parameters"])
     model.load_state_dict(saved["state_dict"])
     model.eval()
     normalization = trained_normalization(saved) or "seed"
     start = time.perf_counter()
-    for path in files:
-        model.predict_step((normalize(read_image(path)[None], normalization),), 0).argmax()
+    for image, _, error in ImageFiles(files):  # read as predict.py reads them; what is no image is skipped
+        if not error:
+            model.predict_step((normalize(image[None], normalization),), 0).argmax()
     return time.perf_counter() - start
 
 
