@@ -7,7 +7,8 @@
 The file takes N×3×32×32 RGB images, uint8 0–255 (or with --input float, float32 0–1), and gives N×10
 logits in the order airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck; the
 normalisation the run trained with and the test-time augmentation are inside (lit_cifar/export.py,
-docs/export.md). An ONNX file is checked against PyTorch with ONNX Runtime once written; ONNX needs
+the README's section on exporting). An ONNX file is checked against PyTorch with ONNX Runtime
+once written; ONNX needs
 `pip install -e '.[export]'`. --ckpt_path last and best name a checkpoint of the newest run under
 lightning_logs/, as for test.py.
 """
@@ -59,7 +60,7 @@ def main() -> None:
         export(model, output, args.format)
         print(f"Wrote {output} ({args.format}: {args.input_type} images N×3×32×32 in, 10 logits out; "
               f"normalisation and tta {model.tta} inside)")
-        exported = load_exported(output, args.format)
+        exported = load_exported(output, args.format) if args.format == "onnx" or args.test_data else None
         if args.format == "onnx":
             images = example_images(64, args.input_type)
             with torch.no_grad():
