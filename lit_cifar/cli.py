@@ -252,6 +252,11 @@ class CifarCLI(LightningCLI):
             raise UserError(f"--ckpt_path {checkpoint}: its run's {saved} no longer parses ({parser_error_line(str(err))}): "
                             f"resume with --config FILE of your own") from err
         self.config = parser.parse_args([*resume, *given, "--ckpt_path", str(checkpoint)])
+        # The run's command typed again with --ckpt_path: its --trainer.callbacks+=X appends X to the saved list,
+        # which has it already (Lightning refuses two stateful callbacks of one kind). Each is kept once.
+        callbacks = self.config.fit.trainer.callbacks
+        if isinstance(callbacks, list):
+            self.config.fit.trainer.callbacks = [c for i, c in enumerate(callbacks) if c not in callbacks[:i]]
         changed = changed_settings(flat(before.fit.as_dict()), flat(self.config.fit.as_dict()))
         run_dir = checkpoint.parent.parent
         logger = self.config.fit.trainer.logger

@@ -54,11 +54,17 @@ def find_images(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """Any image PIL reads (PNG, JPEG, GIF's first frame, WebP, ...) as a 3×32×32 uint8 tensor: converted to
-    RGB and resized (bilinear, aspect ratio not kept). Raises OSError or ValueError for what is not one."""
+    """Any image file PIL reads (PNG, JPEG, GIF's first frame, WebP, ...) as ``as_network_input`` makes it.
+    Raises OSError or ValueError for what is not one."""
     with Image.open(path) as image:
-        image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        return as_network_input(image)
+
+
+def as_network_input(image: Image.Image) -> torch.Tensor:
+    """An image of any size and mode as a 3×32×32 uint8 tensor: converted to RGB and resized (bilinear,
+    aspect ratio not kept), as the network only knows CIFAR-10's size. Used for files and served uploads."""
+    image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
 class ImageFiles(Dataset):

@@ -121,6 +121,21 @@ class LossHistory(Callback):
         self.losses.append(float(trainer.callback_metrics["Loss/train"]))
 
 
+def trained_checkpoint(root: Path, *flags: str) -> Path:
+    """The ``last.ckpt`` of one epoch on tiny data, trained in ``root`` with CIFAR-10's own normalisation (which
+    whatever reads the checkpoint has to take from it) and ``flags``: the run the prediction, export and
+    serving tests read."""
+    from lit_cifar.cli import main
+
+    data_dir = write_python_dir(root / "data", tiny_split(6, seed=1) + tiny_split(2, seed=2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        main("fit", ["--data.data_dir", str(data_dir), "--max_epochs", "1", "--data.val_size", "10", "--data.batch_size", "16",
+                     "--data.download", "false", "--data.normalization", "cifar10", "--trainer.enable_progress_bar", "false",
+                     *flags])
+    return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+
+
 def fit_in_subprocess(data_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """``scripts/fit.py --data.data_dir DATA_DIR ARGS`` run in ``cwd`` as a user runs it; the callbacks of
     tests/crash_callbacks.py can be named on its command line."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_split, write_python_dir
+from conftest import trained_checkpoint
 from lit_cifar import cpu
 from lit_cifar.augment import normalize
 from lit_cifar.cli import main
@@ -24,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """One short run trained with CIFAR-10's own normalisation, which prediction has to take from the checkpoint."""
-    root = tmp_path_factory.mktemp("predict")
-    data_dir = write_python_dir(root / "data", tiny_split(6, seed=1) + tiny_split(2, seed=2))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        main("fit", ["--data.data_dir", str(data_dir), "--max_epochs", "1", "--data.val_size", "10", "--data.batch_size", "16",
-                     "--data.download", "false", "--data.normalization", "cifar10", "--trainer.enable_progress_bar", "false"])
-    return root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    return trained_checkpoint(tmp_path_factory.mktemp("predict"))
 
 
 @pytest.fixture
@@ -111,10 +105,8 @@ def test_prediction_needs_no_cifar10(checkpoint, photos, tmp_path):
 
 @pytest.mark.parametrize("bf16_units", [True, False], ids=["bf16 units", "no bf16 units"])
 def test_prediction_runs_at_the_precision_the_run_trained_with(bf16_units, tmp_path, monkeypatch, capsys):
-    data_dir = write_python_dir(tmp_path / "data", tiny_split(6, seed=1) + tiny_split(2, seed=2))
+    trained_checkpoint(tmp_path, "--precision", "bf16-mixed")
     monkeypatch.chdir(tmp_path)
-    main("fit", ["--data.data_dir", str(data_dir), "--max_epochs", "1", "--data.val_size", "10", "--data.batch_size", "16",
-                 "--data.download", "false", "--trainer.enable_progress_bar", "false", "--precision", "bf16-mixed"])
     image = tmp_path / "red.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
     monkeypatch.setattr(cpu, "has_bf16_units", lambda: bf16_units)  # predicted on a CPU with or without them
