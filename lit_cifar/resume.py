@@ -35,6 +35,14 @@ def newest_run_checkpoint(choice: str, log_root: Path) -> tuple[Path, str]:
     return best_checkpoint(last), f"the best checkpoint of {last.parent.parent}, {why}"
 
 
+def checkpoint_argument(value: str, log_root: Path = Path("lightning_logs")) -> tuple[Path, str | None]:
+    """A script's ``--ckpt_path``: ``last`` or ``best`` resolved by ``newest_run_checkpoint`` (with why it was
+    picked), any other value the path itself (why: None)."""
+    if value in ("last", "best"):
+        return newest_run_checkpoint(value, log_root)
+    return Path(value), None
+
+
 def best_checkpoint(last: Path) -> Path:
     """The best checkpoint of the run whose ``last.ckpt`` this is, as its ModelCheckpoint recorded it."""
     import torch

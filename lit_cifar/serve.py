@@ -13,7 +13,7 @@ JSON rows do. Two pieces:
   with its body replaced by the decoded image, 3×32×32 uint8 as base64. This is not done in
   ``LitAPI.decode_request`` because LitServe answers every request of a batch with the error one of them
   raised there (Lightning-AI/LitServe#340); so the inference worker only ever gets valid images.
-- ``CifarAPI``, the LitAPI: the checkpoint as ``lit_cifar.export.ExportedClassifier`` (the run's
+- ``CifarAPI``, the LitAPI: the checkpoint as ``lit_cifar.export.ExportedClassifier`` (read once by the command line) (the run's
   normalisation and test-time augmentation inside, fp32), requests that arrive together run as one
   batch, each answered with its top-k classes.
 """
@@ -24,7 +24,6 @@ import base64
 import binascii
 import io
 import json
-from pathlib import Path
 
 import litserve as ls
 import torch
@@ -36,10 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lit_cifar.export import exportable
+from lit_cifar.export import ExportedClassifier
 from lit_cifar.predict import as_network_input
 from lit_cifar.sources import CLASSES, IMAGE_SIZE
-from lit_cifar.tta import TestTimeAugmentation
 
 API_PATH = "/predict"
 FIELD = "image"
@@ -186,21 +184,19 @@ class CifarAPI(ls.LitAPI):
     """A checkpoint's classifier for LitServe: decoded images (from ``ImageUploads``) in, top-k classes out.
 
     Args:
-        ckpt_path: The checkpoint to serve.
+        model: The checkpoint's classifier, as ``lit_cifar.export.exportable`` reads it (uint8 images in).
         top_k: How many classes each answer lists, likeliest first.
-        tta: Test-time augmentation; None: the checkpoint's own.
         max_batch_size: The most requests run as one batch.
         batch_timeout: Seconds a batch waits for more requests once its first has arrived.
     """
 
-    def __init__(self, ckpt_path: Path, top_k: int = 3, tta: TestTimeAugmentation | None = None,
-                 max_batch_size: int = 64, batch_timeout: float = 0.005) -> None:
+    def __init__(self, model: ExportedClassifier, top_k: int = 3, max_batch_size: int = 64, batch_timeout: float = 0.005) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.ckpt_path, self.top_k, self.tta = ckpt_path, top_k, tta
+        self.model, self.top_k = model, top_k
 
     def setup(self, device: str) -> None:
         self.device = torch.device(device)
-        self.model = exportable(self.ckpt_path, self.tta).to(self.device)
+        self.model.to(self.device)
 
     def decode_request(self, request: dict) -> torch.Tensor:
         pixels = bytearray(base64.b64decode(request["pixels"]))

@@ -25,7 +25,7 @@ import torch
 from lit_cifar.cli import one_line_errors, quiet_startup
 from lit_cifar.errors import UserError
 from lit_cifar.export import SUFFIXES, Format, InputType, accuracy_of, example_images, export, exportable, load_exported
-from lit_cifar.resume import newest_run_checkpoint
+from lit_cifar.resume import checkpoint_argument
 from lit_cifar.sources import load, prepare
 from lit_cifar.tta import TestTimeAugmentation
 
@@ -47,9 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     quiet_startup()
     with one_line_errors(sys.argv[1:], "export.py"):
-        ckpt_path = Path(args.ckpt_path)
-        if args.ckpt_path in ("last", "best"):
-            ckpt_path, why = newest_run_checkpoint(args.ckpt_path, Path("lightning_logs"))
+        ckpt_path, why = checkpoint_argument(args.ckpt_path)
+        if why:
             print(f"Exporting {ckpt_path} ({why})", file=sys.stderr)
         output = args.output or ckpt_path.with_suffix(SUFFIXES[args.format])
         if output.resolve() == ckpt_path.resolve():

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from pathlib import Path
 from typing import get_args
 
 import torch
 
 from lit_cifar.cli import one_line_errors, quiet_startup
 from lit_cifar.errors import UserError
-from lit_cifar.resume import newest_run_checkpoint
+from lit_cifar.resume import checkpoint_argument
 from lit_cifar.sources import CLASSES
 from lit_cifar.tta import TestTimeAugmentation
 
@@ -82,12 +81,11 @@ def main() -> None:
             raise UserError("--accelerator cuda was given but no GPU was found (torch.cuda.is_available() is False); "
                             "leave it out to serve on the CPU")
         check_port_free(args.host, args.port)
-        ckpt_path = Path(args.ckpt_path)
-        if args.ckpt_path in ("last", "best"):
-            ckpt_path, why = newest_run_checkpoint(args.ckpt_path, Path("lightning_logs"))
+        ckpt_path, why = checkpoint_argument(args.ckpt_path)
+        if why:
             print(f"Serving {ckpt_path} ({why})", file=sys.stderr)
-        model = exportable(ckpt_path, args.tta)  # the checkpoint checked here, where its error is one line
-        api = CifarAPI(ckpt_path, args.top_k, args.tta, args.max_batch_size, args.batch_timeout)
+        model = exportable(ckpt_path, args.tta)  # read once, here, where a bad checkpoint's error is one line
+        api = CifarAPI(model, args.top_k, args.max_batch_size, args.batch_timeout)
         server = ls.LitServer(api, accelerator=args.accelerator, devices=1,
                               middlewares=[(ImageUploads, {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels})])
         host = f"[{args.host}]" if ":" in args.host else args.host
