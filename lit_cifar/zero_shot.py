@@ -70,7 +70,10 @@ class AttributeClassifier(CIFARClassifier):
 
     def __init__(self, unseen_classes: list[str] | None = None, **kwargs) -> None:
         if kwargs.get("network", "seed_cnn") != "seed_cnn" or kwargs.get("tta", "none") != "none":
-            raise ConfigError("zero-shot learning uses --model.network seed_cnn without --model.tta: leave both at their defaults")
+            raise ConfigError(
+                "zero-shot learning uses --model.network seed_cnn without test-time augmentation: "
+                "add --model.network seed_cnn --model.tta none after a config that sets them (fast.yaml sets tta)"
+            )
         super().__init__(**kwargs)
         self.network.fc2 = nn.Linear(self.network.fc2.in_features, len(ATTRIBUTES))  # attributes, not classes
         unseen = sorted(CLASSES.index(name) for name in set(unseen_classes or []))
