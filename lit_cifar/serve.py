@@ -13,8 +13,8 @@ JSON rows do. Two pieces:
   with its body replaced by the decoded image, 3×32×32 uint8 as base64. This is not done in
   ``LitAPI.decode_request`` because LitServe answers every request of a batch with the error one of them
   raised there (Lightning-AI/LitServe#340); so the inference worker only ever gets valid images.
-- ``CifarAPI``, the LitAPI: the checkpoint as ``lit_cifar.export.ExportedClassifier`` (read once by the command line) (the run's
-  normalisation and test-time augmentation inside, fp32), requests that arrive together run as one
+- ``CifarAPI``, the LitAPI: the checkpoint as ``lit_cifar.export.ExportedClassifier``, read once by
+  scripts/serve.py (the run's normalisation and test-time augmentation inside, fp32); requests that arrive together run as one
   batch, each answered with its top-k classes.
 """
 
