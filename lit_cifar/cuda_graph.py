@@ -10,8 +10,8 @@ schedulers, Lightning's hooks, runs eagerly as usual.
 
 A graph replays fixed shapes and fixed memory: a smaller batch (an epoch's shorter last batch) runs
 eagerly, a step's gradients added into the same tensors after they are zeroed in place; a larger one
-(a run resumed at an epoch's last batch), or a change of which parameters train (airbench's
-whitening bias), records the graph anew. The recipe follows PyTorch's "whole network capture"
+(a run resumed at an epoch's last batch), a change of image size (``--data.train_sizes``), or a change
+of which parameters train (airbench's whitening bias), records the graph anew. The recipe follows PyTorch's "whole network capture"
 (docs of ``torch.cuda.graph``): a warm-up on a side stream first, autocast's weight cache off while
 recording. Random numbers drawn on the GPU inside a graph are new at every replay (PyTorch
 advances the generator's offset per replay); numbers drawn on the host would be frozen into it.
@@ -104,7 +104,7 @@ class GraphedTrainingStep:
         if self.graph is None:  # the parameters as training starts, on its device
             self.parameters = list(self.module.parameters())
         trained = tuple(p.requires_grad for p in self.parameters)
-        if self.graph is None or trained != self.trained or len(images) > len(self.images):
+        if self.graph is None or trained != self.trained or len(images) > len(self.images) or images.shape[1:] != self.images.shape[1:]:
             self._record(images, labels, trained)
         # Put back what anyone set to None since (Lightning's on_validation_model_zero_grad does before each
         # validation): the graph writes these tensors, and an eager step must add into them too.

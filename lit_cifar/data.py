@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, SequentialSampler
 
 from lit_cifar import sources
@@ -149,6 +150,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment_cuda_graph: GPU only: record the augmentation and normalisation of a training batch once as a CUDA
             graph and replay it (``lit_cifar.cuda_graph``): one launch instead of one per kernel. The
             random parameters are still new for every image. The ``tensor`` backend only.
+        train_sizes: Progressive resizing: training epoch i's batches are resized (bilinear, antialiased, after
+            the augmentation) to ``train_sizes[i]`` pixels square; later epochs, validation and test keep
+            the images' 32×32. A smaller image costs less per step (the speedrun's first epochs); the
+            network must take any size (AirbenchNet does; SeedCNN's linear layer needs 32×32).
         predict_paths: What ``predict`` classifies (``scripts/predict.py``'s arguments): image files, and folders
             whose files, subfolders included, are read as images; CIFAR-10 itself is then not needed.
     """
@@ -169,12 +174,15 @@ class CIFAR10DataModule(L.LightningDataModule):
         augment_cuda_graph: bool = False,
         unseen_classes: list[str] | None = None,
         predict_paths: list[str] | None = None,
+        train_sizes: list[int] | None = None,
     ) -> None:
         super().__init__()
         minimums = {"batch_size": (batch_size, 1), "eval_batch_size": (eval_batch_size, 1), "val_size": (val_size, 0)}
         for flag, (value, minimum) in {**minimums, "train_per_class": (1 if train_per_class is None else train_per_class, 1)}.items():
             if value < minimum:
                 raise ConfigError(f"--data.{flag} must be at least {minimum}, got {value}")
+        if any(size < 1 for size in train_sizes or []):
+            raise ConfigError(f"--data.train_sizes {train_sizes}: every size must be at least 1 pixel")
         unknown = sorted(set(unseen_classes or []) - set(sources.CLASSES))
         if unknown:
             raise ConfigError(f"--data.unseen_classes {unknown[0]}: not a CIFAR-10 class; they are {', '.join(sources.CLASSES)}")
@@ -193,6 +201,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.augmentation = training_augmentation(augmentation, augment_backend) if augment else None
         self.graphed_training_batch = GraphedFunction(self.training_batch) if augment_cuda_graph else None
         self.normalization = normalization
+        self.train_sizes = list(train_sizes or [])
         self.predict_paths = [Path(path).expanduser() for path in predict_paths or []]
         self.predict_files: list[Path] = []
         self.predict_skipped: list[tuple[Path, str]] = []
@@ -300,12 +309,16 @@ class CIFAR10DataModule(L.LightningDataModule):
         if isinstance(batch, ImageBatch):
             return batch._replace(images=normalize(batch.images, self.normalization))
         images, labels = batch
-        if self.augmentation is None or self.trainer is None or not self.trainer.training:
+        if self.trainer is None or not self.trainer.training or (self.augmentation is None and not self.train_sizes):
             return normalize(images, self.normalization), labels
         if self.graphed_training_batch is not None:
             return self.graphed_training_batch(images, self.trainer.current_epoch), labels
         return self.training_batch(images, self.trainer.current_epoch), labels
 
     def training_batch(self, images: torch.Tensor, epoch: int) -> torch.Tensor:
-        """A uint8 training batch, augmented and normalised."""
-        return normalize(self.augmentation(images, epoch), self.normalization)
+        """A uint8 training batch, augmented, resized where ``train_sizes`` says so, and normalised."""
+        pixels = images.float().div_(255) if self.augmentation is None else self.augmentation(images, epoch)
+        if epoch < len(self.train_sizes):
+            size = self.train_sizes[epoch]
+            pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return normalize(pixels, self.normalization)

@@ -61,8 +61,8 @@ class AirbenchNet(nn.Module):
     """The network of airbench94 (Keller Jordan, 2024), the fastest known CIFAR-10 trainer.
 
     A frozen 2×2 convolution whose filters whiten the image patches (set from data by
-    ``init_whitening``; its bias trains), three ConvGroups of widths 64/256/256, a 3×3 max-pool to
-    one pixel, and a linear layer whose output is scaled by 1/9. 1.97M parameters.
+    ``init_whitening``; its bias trains), three ConvGroups of widths 64/256/256, a max-pool to one
+    pixel (3×3 for a 32×32 image), and a linear layer whose output is scaled by 1/9. 1.97M parameters.
     ``batchnorm_momentum`` is torch's (the weight of the new batch): airbench's 0.6 is the weight kept.
     """
 
@@ -89,7 +89,7 @@ class AirbenchNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.groups(F.gelu(self.whiten(images)))
-        x = F.max_pool2d(x, 3).flatten(1)
+        x = F.adaptive_max_pool2d(x, 1).flatten(1)  # the 3×3 left of a 32×32 image, or any other size
         return self.head(x) * self.output_scale
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lit_cifar.data import CIFAR10DataModule
+from lit_cifar.errors import ConfigError
 from lit_cifar.augment import normalize, seed_augment, seed_sampling_maps, training_augmentation, warp
 
 
@@ -75,6 +76,28 @@ def test_only_training_batches_are_augmented(stage):
         assert torch.equal(out_labels, labels)
         assert torch.equal(out, normalize(images)) == (stage != "training")
     assert torch.equal(batches[0][0], batches[1][0]) == (stage != "training")  # new draws every training batch
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_train_sizes_resize_the_training_batches_of_their_epochs_only(augment):
+    torch.manual_seed(0)
+    data = CIFAR10DataModule(download=False, augment=augment, augmentation="crop_flip", train_sizes=[24, 16])
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    sides = {}
+    for epoch, training in [(0, True), (1, True), (2, True), (0, False)]:
+        data.trainer = SimpleNamespace(training=training, current_epoch=epoch)
+        out, _ = data.on_after_batch_transfer((images, torch.arange(8)), 0)
+        sides[epoch, training] = out.shape[2:]
+    assert sides == {(0, True): (24, 24), (1, True): (16, 16), (2, True): (32, 32), (0, False): (32, 32)}
+    if not augment:  # the images themselves, scaled down (bilinear, antialiased) and normalised
+        data.trainer = SimpleNamespace(training=True, current_epoch=0)
+        resized = torch.nn.functional.interpolate(images.float() / 255, size=(24, 24), mode="bilinear", antialias=True)
+        torch.testing.assert_close(data.on_after_batch_transfer((images, torch.arange(8)), 0)[0], normalize(resized))
+
+
+def test_a_train_size_below_one_pixel_names_the_flag():
+    with pytest.raises(ConfigError, match=r"--data.train_sizes \[24, 0\]: every size must be at least 1 pixel"):
+        CIFAR10DataModule(train_sizes=[24, 0])
 
 
 @pytest.mark.parametrize("backend", ["tensor", "kornia", "torchvision"])

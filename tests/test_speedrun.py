@@ -27,6 +27,7 @@ SPEEDRUN = ROOT / "configs" / "speedrun.yaml"
 def test_airbench_net_gives_ten_logits_with_airbench_size():
     net = AirbenchNet()
     assert net(torch.randn(4, 3, 32, 32)).shape == (4, 10)
+    assert net(torch.randn(4, 3, 24, 24)).shape == (4, 10)  # any size: the speedrun's first epochs are 24×24
     assert 1.9e6 < sum(p.numel() for p in net.parameters()) < 2.0e6
     assert not net.whiten.weight.requires_grad and net.whiten.bias.requires_grad
 
