@@ -309,6 +309,9 @@ class CifarCLI(LightningCLI):
         elif self.trained_precision_of is not None:
             print(f"Evaluating in {precision}, the precision {self.trained_precision_of} trained with "
                   "(--precision chooses another)", file=sys.stderr)
+        if config.data.get("train_sizes") and config.model.get("network") == "seed_cnn":
+            raise UserError("--data.train_sizes needs a network that takes any image size, and SeedCNN's linear layer "
+                            "wants 32×32: add --model.network airbench, or drop --data.train_sizes")
         if self.requested_tta != "none":
             config.model.tta = self.requested_tta
         if config.data.val_size == 0:
