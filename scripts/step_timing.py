@@ -2,6 +2,7 @@
 
     python scripts/step_timing.py                 # on the GPU if there is one, else on the CPU
     python scripts/step_timing.py --steps 100
+    python scripts/step_timing.py --steps 1 --warmup 1   # every row once: a check that it runs, not a timing
 
 For batch 32 in fp32 in the seed's NCHW layout and in channels_last (seed.yaml), batch 32 in bf16
 with channels_last (seed_bf16.yaml) and batch 128 likewise (fast.yaml), on random uint8 data held
@@ -25,10 +26,11 @@ from lit_cifar.cpu import configure_cpu_training, has_bf16_units
 from lit_cifar.networks import SeedCNN
 
 SETTINGS = ((32, False, False), (32, False, True), (32, True, True), (128, True, True))  # (batch, bf16, channels_last)
+WARMUP_CALLS = 20  # untimed calls of a piece before it is timed: allocations, oneDNN's kernel choice, caches
 
 
-def milliseconds_per_call(function: Callable[[], object], calls: int, device: torch.device) -> float:
-    for _ in range(20):
+def milliseconds_per_call(function: Callable[[], object], calls: int, device: torch.device, warmup: int = WARMUP_CALLS) -> float:
+    for _ in range(warmup):
         function()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -72,9 +74,11 @@ def step_pieces(batch_size: int, bf16: bool, channels_last: bool, device: torch.
     }
 
 
-def time_pieces(batch_size: int, bf16: bool, channels_last: bool, steps: int, device: torch.device) -> dict[str, float]:
+def time_pieces(
+    batch_size: int, bf16: bool, channels_last: bool, steps: int, device: torch.device, warmup: int
+) -> dict[str, float]:
     pieces = step_pieces(batch_size, bf16, channels_last, device)
-    return {name: milliseconds_per_call(piece, steps, device) for name, piece in pieces.items()}
+    return {name: milliseconds_per_call(piece, steps, device, warmup) for name, piece in pieces.items()}
 
 
 def machine_speed(steps: int, device: torch.device) -> float:
@@ -91,15 +95,20 @@ def machine_speed(steps: int, device: torch.device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300, help="timed calls of each piece, after 20 untimed ones")
+    parser.add_argument("--steps", type=int, default=300, help="timed calls of each piece, after the untimed ones")
+    # On a CPU without bf16 units the bf16 rows are emulated, about 10x slower (docs/speed.md): there the
+    # untimed calls of each piece are most of a short call's time.
+    parser.add_argument("--warmup", type=int, default=WARMUP_CALLS, help="untimed calls of each piece before the timed ones")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}")
     configure_cpu_training()  # as a recipe runs: before torch starts its worker threads
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
     for row, (batch_size, bf16, channels_last) in enumerate(SETTINGS):
-        times = time_pieces(batch_size, bf16, channels_last, args.steps, device)
+        times = time_pieces(batch_size, bf16, channels_last, args.steps, device, args.warmup)
         if row == 0:
             print("| batch | precision | layout | " + " | ".join(times) + " |")
             print("| --- " * (len(times) + 3) + "|")

@@ -199,7 +199,11 @@ def test_benchmark_quick_runs_every_recipe_and_writes_its_tables(python_data_dir
 
 @pytest.mark.parametrize(
     ("script", "flag", "message"),
-    [("benchmark.py", "--probe_steps", "--probe_steps must be at least 0"), ("step_timing.py", "--steps", "--steps must be at least 1")],
+    [
+        ("benchmark.py", "--probe_steps", "--probe_steps must be at least 0"),
+        ("step_timing.py", "--steps", "--steps must be at least 1"),
+        ("step_timing.py", "--warmup", "--warmup must be at least 0"),
+    ],
 )
 def test_timing_scripts_refuse_negative_step_counts(script, flag, message, tmp_path):
     extra = ["--data_dir", str(tmp_path)] if script == "benchmark.py" else []
@@ -208,7 +212,7 @@ def test_timing_scripts_refuse_negative_step_counts(script, flag, message, tmp_p
 
 
 def test_step_timing_prints_a_row_per_setting(tmp_path):
-    timing = run_script("step_timing.py", "--steps", "1", cwd=tmp_path)
+    timing = run_script("step_timing.py", "--steps", "1", "--warmup", "1", cwd=tmp_path)
     assert timing.returncode == 0, timing.stderr
     rows = [line for line in timing.stdout.splitlines() if line.startswith("| 32 ") or line.startswith("| 128 ")]
     assert len(rows) == 4
