@@ -96,8 +96,8 @@ def machine_speed(steps: int, device: torch.device) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300, help="timed calls of each piece, after the untimed ones")
-    # On a CPU without bf16 units the bf16 rows are emulated, about 10x slower (docs/speed.md): there the
-    # untimed calls of each piece are most of a short call's time.
+    # On a CPU without bf16 units the bf16 rows are emulated and many times slower (docs/speed.md): there
+    # the untimed calls of each piece are most of a short call's time.
     parser.add_argument("--warmup", type=int, default=WARMUP_CALLS, help="untimed calls of each piece before the timed ones")
     args = parser.parse_args()
     if args.steps < 1:
