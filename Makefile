@@ -17,5 +17,7 @@ $(STAMP): pyproject.toml
 fit: $(STAMP)
 	$(VENV)/bin/python scripts/fit.py $(ARGS)
 
+# One pytest worker per core (pytest-xdist): the tests are mostly single-threaded start-up of scripts.
+# ARGS="-n 0" runs them in one process.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(ARGS)
+	$(VENV)/bin/python -m pytest -n auto $(ARGS)
