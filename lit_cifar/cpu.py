@@ -65,18 +65,64 @@ def has_bf16_units() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def cpu_model() -> str:
-    """The CPU's model name, as Linux or else the platform names it."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in Linux's /proc/cpuinfo; empty elsewhere."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.partition(":")[2].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
+            fields = {}
+            for line in cpuinfo:
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+            return fields
+    except OSError:
+        return {}
 
-        return platform.processor() or "unknown CPU"
+
+def cpu_model() -> str:
+    """The CPU's model name, as Linux or else the platform names it."""
+    name = _cpuinfo().get("model name")
+    if name:
+        return name
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+# (vendor, family, first model, last model) → the core's name, for the kinds whose speed differs and that a
+# virtual machine's model name ("AMD EPYC") does not tell apart; docs/benchmarks.md has a table for each.
+CORES = (
+    ("AuthenticAMD", 25, 0x00, 0x0F, "Zen 3"),  # EPYC Milan
+    ("AuthenticAMD", 25, 0x20, 0x5F, "Zen 3"),  # Ryzen 5000 and 6000
+    ("AuthenticAMD", 25, 0x10, 0x1F, "Zen 4"),  # EPYC Genoa
+    ("AuthenticAMD", 25, 0x60, 0x7F, "Zen 4"),  # Ryzen 7000
+    ("AuthenticAMD", 25, 0xA0, 0xAF, "Zen 4"),  # EPYC Bergamo and Siena
+    ("AuthenticAMD", 26, 0x00, 0xFF, "Zen 5"),
+    ("GenuineIntel", 6, 0x8F, 0x8F, "Sapphire Rapids"),
+    ("GenuineIntel", 6, 0xCF, 0xCF, "Emerald Rapids"),
+    ("GenuineIntel", 6, 0xAD, 0xAE, "Granite Rapids"),
+)
+
+
+def core_name(vendor: str, family: int, model: int) -> str | None:
+    """The core of a CPU by its vendor, family and model numbers (as /proc/cpuinfo gives them), if in CORES."""
+    return next((name for v, f, first, last, name in CORES if (v, f) == (vendor, family) and first <= model <= last), None)
+
+
+def cpu_kind() -> str:
+    """The CPU's model name with its family and model numbers and, where known, its core: "AMD EPYC (family 25
+    model 17: Zen 4)". Virtual machines often show one model name for CPUs of different speed."""
+    info = _cpuinfo()
+    try:
+        family, model = int(info["cpu family"]), int(info["model"])
+    except (KeyError, ValueError):
+        return cpu_model()
+    core = core_name(info.get("vendor_id", ""), family, model)
+    return f"{cpu_model()} (family {family} model {model}{f': {core}' if core else ''})"
 
 
 def cpu_description() -> str:
-    """The CPU's model, cores torch uses, and the bf16 units that decide which settings are fastest on it."""
+    """The CPU's kind, cores torch uses, and the bf16 units that decide which settings are fastest on it."""
     bf16, amx = ("yes" if supported() else "no" for supported in (torch.cpu._is_avx512_bf16_supported, torch.cpu._is_amx_tile_supported))
-    return f"{cpu_model()}, {torch.get_num_threads()} threads, AVX-512 BF16: {bf16}, AMX: {amx}"
+    return f"{cpu_kind()}, {torch.get_num_threads()} threads, AVX-512 BF16: {bf16}, AMX: {amx}"
