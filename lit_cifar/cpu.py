@@ -90,8 +90,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-# (vendor, family, first model, last model) → the core's name, for the kinds whose speed differs and that a
-# virtual machine's model name ("AMD EPYC") does not tell apart; docs/benchmarks.md has a table for each.
+# (vendor, family, first model, last model) → the core's name: CPUs whose speed differs and that a virtual
+# machine's model name ("AMD EPYC") does not tell apart; docs/benchmarks.md keeps a table per kind measured.
 CORES = (
     ("AuthenticAMD", 25, 0x00, 0x0F, "Zen 3"),  # EPYC Milan
     ("AuthenticAMD", 25, 0x20, 0x5F, "Zen 3"),  # Ryzen 5000 and 6000
@@ -119,7 +119,8 @@ def cpu_kind() -> str:
     except (KeyError, ValueError):
         return cpu_model()
     core = core_name(info.get("vendor_id", ""), family, model)
-    return f"{cpu_model()} (family {family} model {model}{f': {core}' if core else ''})"
+    name = info.get("model name") or cpu_model()  # /proc/cpuinfo read once where it names the model
+    return f"{name} (family {family} model {model}{f': {core}' if core else ''})"
 
 
 def cpu_description() -> str:
