@@ -59,6 +59,13 @@ def test_identity_and_flip_maps_are_exact():
     assert torch.equal(warp(images, flip), images.flip(-1))
 
 
+def test_a_quarter_turn_map_turns_the_images():
+    """A map that is not its own transpose: an (x, y) mix-up in building the grid turns them the other way."""
+    images = torch.rand(4, 3, 32, 32)
+    quarter_turn = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).expand(4, 2, 2)
+    assert torch.equal(warp(images, quarter_turn), torch.rot90(images, 1, (-2, -1)))
+
+
 def test_normalization_maps_pixels_to_the_seeds_range():
     images = torch.tensor([0, 255, 51], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
     assert normalize(images)[0, :, 0, 0].tolist() == [-1.0, 1.0, -0.6000000238418579]
