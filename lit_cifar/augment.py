@@ -103,8 +103,8 @@ def warp(images: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
     nearest neighbour, black outside."""
     n, _, height, width = images.shape
     x, y = _pixel_centres(height, width, images.device).unbind(1)
-    # grid = centres @ sampling.T written out as two broadcast products (the same values to the bit on the
-    # CPUs measured): a batched matrix product of so thin a shape took twice as long (docs/benchmark-log.md).
+    # grid = centres @ sampling.T written out as two broadcast products (the same values to the bit where compared,
+    # on Zen 4): a batched matrix product of so thin a shape took twice as long there (docs/benchmark-log.md).
     grid = x[:, None] * sampling[:, None, :, 0] + y[:, None] * sampling[:, None, :, 1]  # (n, h·w, 2)
     return F.grid_sample(images, grid.view(n, height, width, 2), mode="nearest", padding_mode="zeros", align_corners=False)
 
