@@ -82,9 +82,13 @@ def _cpuinfo() -> dict[str, str]:
 
 def cpu_model() -> str:
     """The CPU's model name, as Linux or else the platform names it."""
-    name = _cpuinfo().get("model name")
-    if name:
-        return name
+    return _model_name(_cpuinfo())
+
+
+def _model_name(info: dict[str, str]) -> str:
+    """The model name in ``_cpuinfo``'s fields, or else the platform's."""
+    if info.get("model name"):
+        return info["model name"]
     import platform
 
     return platform.processor() or "unknown CPU"
@@ -114,12 +118,12 @@ def cpu_kind() -> str:
     """The CPU's model name with its family and model numbers and, where known, its core: "AMD EPYC (family 25
     model 17: Zen 4)". Virtual machines often show one model name for CPUs of different speed."""
     info = _cpuinfo()
+    name = _model_name(info)
     try:
         family, model = int(info["cpu family"]), int(info["model"])
     except (KeyError, ValueError):
-        return cpu_model()
+        return name
     core = core_name(info.get("vendor_id", ""), family, model)
-    name = info.get("model name") or cpu_model()  # /proc/cpuinfo read once where it names the model
     return f"{name} (family {family} model {model}{f': {core}' if core else ''})"
 
 
